@@ -1,0 +1,3 @@
+//! `dozlab classroom render` and `dozlab session values`.
+
+pub mod cli;

@@ -1,0 +1,72 @@
+//! The exit-code convention of the `dozlab` binary.
+//!
+//! Each component's `run` returns `Result<ExitCode, Failure>`. A `Failure`
+//! carries the error chain (printed once by `main`) and the code to exit with,
+//! so components can document distinct codes (usage, network, integrity, ...).
+
+use std::process::ExitCode;
+
+/// Well-known exit codes shared by all subcommands.
+pub mod exit {
+    /// Generic failure.
+    pub const FAILURE: u8 = 1;
+    /// Bad flags, bad values, bad input files: the user must change the command.
+    pub const USAGE: u8 = 2;
+}
+
+/// A failed command: the error to print and the process exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code (non-zero).
+    pub code: u8,
+    /// The error chain, printed by `main` with `{:#}`.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure with an explicit exit code.
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        let code = if code == 0 { exit::FAILURE } else { code };
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+
+    /// A usage error (exit code 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(exit::USAGE, error)
+    }
+
+    /// The code as a process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::new(exit::FAILURE, error)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Self::new(exit::FAILURE, error)
+    }
+}
+
+/// What every component's entry point returns.
+pub type CmdResult = Result<ExitCode, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_code_is_never_a_failure() {
+        let f = Failure::new(0, anyhow::anyhow!("boom"));
+        assert_eq!(f.code, exit::FAILURE);
+        assert_eq!(Failure::usage(anyhow::anyhow!("x")).code, exit::USAGE);
+    }
+}

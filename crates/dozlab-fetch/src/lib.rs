@@ -1,0 +1,3 @@
+//! `dozlab init-rootfs`: fetch, verify and prepare a session's rootfs image.
+
+pub mod cli;

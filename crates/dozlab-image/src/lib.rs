@@ -1,0 +1,3 @@
+//! The rootfs manager: `dozlab image build|verify|serve`.
+
+pub mod cli;

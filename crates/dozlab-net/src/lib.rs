@@ -1,0 +1,3 @@
+//! `dozlab network-setup`: tap device, NAT and port forwarding for the VM.
+
+pub mod cli;

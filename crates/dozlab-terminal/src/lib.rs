@@ -1,0 +1,3 @@
+//! `dozlab terminal`: the web terminal into the learner's VM.
+
+pub mod cli;

@@ -1,0 +1,3 @@
+//! `dozlab vm run|status`: boot and supervise the session's microVM.
+
+pub mod cli;
