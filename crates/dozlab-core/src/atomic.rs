@@ -48,7 +48,10 @@ mod tests {
         let p = dir.path().join("sub/key");
         write_atomic(&p, b"secret", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"secret");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }

@@ -29,9 +29,18 @@ impl std::str::FromStr for PortForward {
     /// Parses `PORT` or `PORT:VMPORT`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || NetConfigError::BadPort(s.to_string());
-        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(bad)
+        };
         match s.split_once(':') {
-            Some((h, v)) => Ok(Self { host: port(h)?, vm: port(v)? }),
+            Some((h, v)) => Ok(Self {
+                host: port(h)?,
+                vm: port(v)?,
+            }),
             None => {
                 let p = port(s)?;
                 Ok(Self { host: p, vm: p })
@@ -113,22 +122,36 @@ impl NetworkConfig {
             match kv.get(key).map(String::as_str) {
                 None | Some("") => Ok(None),
                 Some(v) => v.parse().map(Some).map_err(|e: std::net::AddrParseError| {
-                    NetConfigError::Value { key, value: v.into(), why: e.to_string() }
+                    NetConfigError::Value {
+                        key,
+                        value: v.into(),
+                        why: e.to_string(),
+                    }
                 }),
             }
         };
         let required = |key: &'static str| ip(key)?.ok_or(NetConfigError::Missing(key));
         let prefix_len = match kv.get("PREFIX_LEN").map(String::as_str) {
             None | Some("") => 24,
-            Some(v) => v.parse().ok().filter(|p| *p <= 32).ok_or_else(|| NetConfigError::Value {
-                key: "PREFIX_LEN",
-                value: v.into(),
-                why: "expected 0-32".into(),
-            })?,
+            Some(v) => {
+                v.parse()
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or_else(|| NetConfigError::Value {
+                        key: "PREFIX_LEN",
+                        value: v.into(),
+                        why: "expected 0-32".into(),
+                    })?
+            }
         };
         let forward_ports = kv
             .get("FORWARD_PORTS")
-            .map(|v| v.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(str::parse)
+                    .collect()
+            })
             .transpose()?
             .unwrap_or_default();
         let opt = |key: &str| kv.get(key).filter(|v| !v.is_empty()).cloned();
@@ -225,8 +248,14 @@ mod tests {
 
     #[test]
     fn parses_port_forwards() {
-        assert_eq!("22".parse::<PortForward>().unwrap(), PortForward { host: 22, vm: 22 });
-        assert_eq!("2222:22".parse::<PortForward>().unwrap(), PortForward { host: 2222, vm: 22 });
+        assert_eq!(
+            "22".parse::<PortForward>().unwrap(),
+            PortForward { host: 22, vm: 22 }
+        );
+        assert_eq!(
+            "2222:22".parse::<PortForward>().unwrap(),
+            PortForward { host: 2222, vm: 22 }
+        );
         assert!("0".parse::<PortForward>().is_err());
         assert!("70000".parse::<PortForward>().is_err());
         assert!("a:b".parse::<PortForward>().is_err());

@@ -16,7 +16,9 @@ pub struct ByteSize(pub u64);
 pub enum SizeError {
     #[error("empty size; write a number with an optional unit, e.g. 4G or 512M")]
     Empty,
-    #[error("invalid size {0:?}; write a number with an optional unit K, M, G or T (binary), e.g. 4G or 512M")]
+    #[error(
+        "invalid size {0:?}; write a number with an optional unit K, M, G or T (binary), e.g. 4G or 512M"
+    )]
     Invalid(String),
     #[error("size {0:?} is too large")]
     Overflow(String),
@@ -35,7 +37,9 @@ impl FromStr for ByteSize {
         if num.is_empty() {
             return Err(SizeError::Invalid(s.to_string()));
         }
-        let n: u64 = num.parse().map_err(|_| SizeError::Overflow(s.to_string()))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| SizeError::Overflow(s.to_string()))?;
         let shift = match unit.trim().to_ascii_uppercase().as_str() {
             "" | "B" => 0,
             "K" | "KB" | "KI" | "KIB" => 10,
@@ -87,9 +91,18 @@ mod tests {
     #[test]
     fn refuses_garbage_with_a_reason() {
         assert_eq!("".parse::<ByteSize>(), Err(SizeError::Empty));
-        assert!(matches!("4X".parse::<ByteSize>(), Err(SizeError::Invalid(_))));
-        assert!(matches!("G".parse::<ByteSize>(), Err(SizeError::Invalid(_))));
-        assert!(matches!("-1G".parse::<ByteSize>(), Err(SizeError::Invalid(_))));
+        assert!(matches!(
+            "4X".parse::<ByteSize>(),
+            Err(SizeError::Invalid(_))
+        ));
+        assert!(matches!(
+            "G".parse::<ByteSize>(),
+            Err(SizeError::Invalid(_))
+        ));
+        assert!(matches!(
+            "-1G".parse::<ByteSize>(),
+            Err(SizeError::Invalid(_))
+        ));
         assert!(matches!(
             "99999999999T".parse::<ByteSize>(),
             Err(SizeError::Overflow(_))
