@@ -1,3 +1,14 @@
 //! `dozlab vm run|status`: boot and supervise the session's microVM.
+//!
+//! `cli` parses flags; `config` turns them (plus `/shared/network-config`)
+//! into a checked plan before anything starts; `bootfiles`, `vmlinux`,
+//! `identity` and `inject` prepare the image and kernel offline; `qemu` and
+//! `firecracker` are the two backends; `console`, `ready` and `statusd`
+//! watch the guest; `supervisor` ties them together; `status` is the probe.
 
+pub mod bootfiles;
 pub mod cli;
+pub mod cmdline;
+pub mod identity;
+pub mod inject;
+pub mod vmlinux;
