@@ -1,0 +1,128 @@
+//! Components as child processes: the same `dozlab` binary with another
+//! subcommand, like the containers of the pod.
+//!
+//! Each child gets its own process group (so Ctrl-C reaches only the
+//! supervisor, which then stops the children in order), stdout and stderr in
+//! a per-component log file, and, for the pod's components, the session's
+//! network namespace, entered between fork and exec.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A child that could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("cannot open log file {path}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start `dozlab {sub}`")]
+    Spawn {
+        sub: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running `dozlab` binary (children run the very same build).
+pub fn self_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+}
+
+/// Makes `cmd` enter the namespace behind `netns` right before exec.
+pub fn enter_netns_on_exec(cmd: &mut Command, netns: OwnedFd) {
+    let hook = move || {
+        // SAFETY: setns is a plain syscall (async-signal-safe); `netns` is an
+        // open namespace fd owned by this closure and inherited by the child.
+        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the hook only calls setns and reads errno, both allowed between
+    // fork and exec; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Builds `dozlab ARGS...` with output appended to `log`, in its own process
+/// group, inside `netns` when given.
+pub fn component(
+    args: &[OsString],
+    log: &Path,
+    netns: Option<OwnedFd>,
+) -> Result<Command, ChildError> {
+    let open_log = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| ChildError::Log {
+                path: log.display().to_string(),
+                source,
+            })
+    };
+    let out = open_log()?;
+    let err = open_log()?;
+    let mut cmd = Command::new(self_exe());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    if let Some(fd) = netns {
+        enter_netns_on_exec(&mut cmd, fd);
+    }
+    Ok(cmd)
+}
+
+/// Starts `cmd` as a tokio child (the caller awaits or polls it).
+pub fn spawn(cmd: Command, sub: &str) -> Result<tokio::process::Child, ChildError> {
+    tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|source| ChildError::Spawn {
+            sub: sub.into(),
+            source,
+        })
+}
+
+/// The last `n` lines of a log file (empty when missing).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `OsString` arguments from anything string-like.
+pub fn args<I, S>(items: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    items.into_iter().map(Into::into).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&p, 2), "b\nc");
+        assert_eq!(tail(&p, 10), "a\nb\nc");
+        assert_eq!(tail(&dir.path().join("none"), 3), "");
+    }
+}
