@@ -1,12 +1,90 @@
-//! Command-line arguments and entry points of this component (placeholder until implemented).
+//! `dozlab network-setup` flags (each with the original's environment
+//! variable as fallback) and the entry point mapping errors to exit codes:
+//! 2 for input the user must change, 1 for everything else.
 
-use dozlab_core::failure::{CmdResult, Failure};
+use crate::{NetError, NetPlan};
+use dozlab_core::failure::{CmdResult, Failure, exit};
+use dozlab_core::netconfig::{DEFAULT_PATH, PortForward};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// Arguments (not yet implemented).
+/// Wire the VM's tap device, NAT and port forwarding in this network namespace.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Name of the tap device the VM attaches to.
+    #[arg(long, env = "TAP_DEVICE_NAME", default_value = "tap0")]
+    pub tap: String,
+    /// Address of the tap device: the VM's default gateway.
+    #[arg(long, env = "GATEWAY_IP", default_value = "172.16.0.1")]
+    pub gateway_ip: Ipv4Addr,
+    /// The VM's address.
+    #[arg(long, env = "VM_IP", default_value = "172.16.0.2")]
+    pub vm_ip: Ipv4Addr,
+    /// Prefix length of the tap subnet (1-30).
+    #[arg(long, env = "PREFIX_LEN", default_value_t = 24)]
+    pub prefix_len: u8,
+    /// The pod's outward interface [default: the IPv4 default route's interface].
+    #[arg(long, env = "UPLINK")]
+    pub uplink: Option<String>,
+    /// The pod's address, where forwarded ports arrive [default: the uplink's first IPv4 address].
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<Ipv4Addr>,
+    /// Forward this pod port to the VM (repeatable; 8080, 8081 and 2375 are refused).
+    #[arg(
+        long = "forward-port",
+        value_name = "PORT[:VMPORT]",
+        env = "FORWARD_PORTS",
+        value_delimiter = ',',
+        default_value = "22"
+    )]
+    pub forward_ports: Vec<PortForward>,
+    /// The VM's MAC address [default: 06:00 followed by the VM IP's four bytes].
+    #[arg(long, env = "VM_MAC")]
+    pub vm_mac: Option<String>,
+    /// Where to write the network config file read by `vm run`.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PATH)]
+    pub config_out: PathBuf,
+    /// Remove the nftables table, the tap device and the config file instead.
+    #[arg(long)]
+    pub teardown: bool,
+}
 
-/// Entry point (not yet implemented).
-pub fn run(_args: Args) -> CmdResult {
-    Err(Failure::new(1, anyhow::anyhow!("not implemented yet")))
+impl Args {
+    /// The plan these flags describe.
+    pub fn plan(&self) -> NetPlan {
+        NetPlan {
+            tap: self.tap.clone(),
+            gateway_ip: self.gateway_ip,
+            vm_ip: self.vm_ip,
+            prefix_len: self.prefix_len,
+            uplink: self.uplink.clone().filter(|u| !u.is_empty()),
+            pod_ip: self.pod_ip,
+            forward_ports: self.forward_ports.clone(),
+            vm_mac: self.vm_mac.clone().filter(|m| !m.is_empty()),
+            config_out: self.config_out.clone(),
+        }
+    }
+}
+
+fn failure(e: NetError) -> Failure {
+    let code = if e.is_usage() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    };
+    Failure::new(code, e)
+}
+
+/// Entry point of `dozlab network-setup`.
+pub fn run(args: Args) -> CmdResult {
+    let plan = args.plan();
+    if args.teardown {
+        crate::teardown(&plan).map_err(failure)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = crate::setup(&plan).map_err(failure)?;
+    tracing::info!("wrote {}", plan.config_out.display());
+    print!("{}", cfg.render());
+    Ok(ExitCode::SUCCESS)
 }
