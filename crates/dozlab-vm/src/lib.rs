@@ -9,6 +9,10 @@
 pub mod bootfiles;
 pub mod cli;
 pub mod cmdline;
+pub mod console;
 pub mod identity;
 pub mod inject;
+pub mod qemu;
+pub mod ready;
+pub mod statusd;
 pub mod vmlinux;

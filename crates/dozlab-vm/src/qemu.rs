@@ -1,0 +1,262 @@
+//! The QEMU backend: the `qemu-system-x86_64` command line and a minimal QMP
+//! client (capabilities handshake + `system_powerdown`, the ACPI power button).
+//!
+//! QEMU is the backend that boots on machines without usable KVM (TCG), and
+//! on any machine without Firecracker. The serial console goes to QEMU's
+//! stdout, which the supervisor reads; `-no-reboot` turns a guest reboot or a
+//! `panic=1` reset into a QEMU exit the supervisor sees.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// Hardware accelerator of one boot attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// PC with PCIe: virtio-pci devices; works with any kernel.
+    Q35,
+    /// Minimal virtio-mmio machine described by ACPI (`microvm,acpi=on`).
+    Microvm,
+}
+
+/// Everything one QEMU boot needs.
+#[derive(Debug, Clone)]
+pub struct QemuPlan {
+    pub bin: PathBuf,
+    pub name: String,
+    pub machine: Machine,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub rootfs: PathBuf,
+    pub tap: String,
+    pub mac: String,
+    pub qmp_socket: PathBuf,
+}
+
+impl QemuPlan {
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let (machine, blk, net) = match self.machine {
+            Machine::Q35 => ("q35", "virtio-blk-pci", "virtio-net-pci"),
+            Machine::Microvm => ("microvm,acpi=on", "virtio-blk-device", "virtio-net-device"),
+        };
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&[
+            "-name",
+            &self.name,
+            "-M",
+            machine,
+            "-accel",
+            self.accel.as_str(),
+        ]);
+        push(&["-cpu", "max", "-m", &self.memory_mib.to_string()]);
+        push(&["-smp", &self.cpus.to_string()]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&["-serial", "stdio", "-no-reboot"]);
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        if let Some(initrd) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(initrd.clone().into());
+        }
+        a.push("-append".into());
+        a.push(self.cmdline.clone().into());
+        a.push("-drive".into());
+        a.push(drive_arg(&self.rootfs));
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&["-device", &format!("{blk},drive=d0")]);
+        let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap);
+        push(&["-netdev", &netdev]);
+        push(&["-device", &format!("{net},netdev=n0,mac={}", self.mac)]);
+        let mut qmp = OsString::from("unix:");
+        qmp.push(&self.qmp_socket);
+        qmp.push(",server=on,wait=off");
+        a.push("-qmp".into());
+        a.push(qmp);
+        a
+    }
+}
+
+/// `file=PATH,format=raw,if=none,id=d0` with QEMU's comma escaping.
+fn drive_arg(rootfs: &Path) -> OsString {
+    let path = rootfs.to_string_lossy().replace(',', ",,");
+    OsString::from(format!("file={path},format=raw,if=none,id=d0"))
+}
+
+/// Why a QMP command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("cannot talk to QMP at {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP refused {command}: {reply}")]
+    Refused { command: String, reply: String },
+    #[error("QMP closed the connection")]
+    Closed,
+}
+
+/// Sends one command (after the capabilities handshake) and waits for its reply.
+pub async fn qmp_execute(socket: &Path, command: &str) -> Result<(), QmpError> {
+    let io = |source| QmpError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).await.map_err(io)?;
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    next_reply(&mut lines, "greeting", true).await?;
+    for cmd in ["qmp_capabilities", command] {
+        let msg = format!("{{\"execute\":\"{cmd}\"}}\r\n");
+        w.write_all(msg.as_bytes()).await.map_err(io)?;
+        next_reply(&mut lines, cmd, false).await?;
+    }
+    Ok(())
+}
+
+/// Reads lines until the greeting (`QMP`) or a `return`/`error`, skipping events.
+async fn next_reply(
+    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    command: &str,
+    greeting: bool,
+) -> Result<(), QmpError> {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|source| QmpError::Io {
+                path: PathBuf::new(),
+                source,
+            })?
+            .ok_or(QmpError::Closed)?;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if greeting && v.get("QMP").is_some() || !greeting && v.get("return").is_some() {
+            return Ok(());
+        }
+        if v.get("error").is_some() {
+            return Err(QmpError::Refused {
+                command: command.to_string(),
+                reply: line,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> QemuPlan {
+        QemuPlan {
+            bin: "qemu-system-x86_64".into(),
+            name: "dozlab-s1".into(),
+            machine: Machine::Q35,
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            kernel: "/state/vmlinuz".into(),
+            initrd: Some("/state/initrd.img".into()),
+            cmdline: "console=ttyS0 root=/dev/vda".into(),
+            rootfs: "/srv/a,b.ext4".into(),
+            tap: "tap0".into(),
+            mac: "06:00:ac:10:00:02".into(),
+            qmp_socket: "/state/qmp.sock".into(),
+        }
+    }
+
+    fn joined(p: &QemuPlan) -> String {
+        p.args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn q35_argv() {
+        assert_eq!(
+            joined(&plan()),
+            "-name dozlab-s1 -M q35 -accel tcg -cpu max -m 1024 -smp 2 \
+             -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+             -kernel /state/vmlinuz -initrd /state/initrd.img -append console=ttyS0 root=/dev/vda \
+             -drive file=/srv/a,,b.ext4,format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \
+             -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
+             -device virtio-net-pci,netdev=n0,mac=06:00:ac:10:00:02 \
+             -qmp unix:/state/qmp.sock,server=on,wait=off"
+        );
+    }
+
+    #[test]
+    fn microvm_kvm_argv_without_initrd() {
+        let mut p = plan();
+        p.machine = Machine::Microvm;
+        p.accel = Accel::Kvm;
+        p.initrd = None;
+        let s = joined(&p);
+        assert!(s.contains("-M microvm,acpi=on -accel kvm"), "{s}");
+        assert!(s.contains("-device virtio-blk-device,drive=d0"), "{s}");
+        assert!(s.contains("-device virtio-net-device,netdev=n0"), "{s}");
+        assert!(!s.contains("-initrd"));
+    }
+
+    #[tokio::test]
+    async fn qmp_handshake_then_command() {
+        use tokio::net::UnixListener;
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("qmp.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            while let Some(l) = lines.next_line().await.unwrap() {
+                seen.push(l.clone());
+                if l.contains("system_powerdown") {
+                    w.write_all(b"{\"event\": \"POWERDOWN\"}\r\n")
+                        .await
+                        .unwrap();
+                }
+                w.write_all(b"{\"return\": {}}\r\n").await.unwrap();
+            }
+            seen
+        });
+        qmp_execute(&sock, "system_powerdown").await.unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(
+            seen,
+            [
+                "{\"execute\":\"qmp_capabilities\"}",
+                "{\"execute\":\"system_powerdown\"}"
+            ]
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Readiness: the VM is ready when its sshd answers with the host key we
+//! injected and accepts the session's client key, and, when the image runs
+//! Docker, when `GET /_ping` on port 2375 answers `OK`. Extra forwarded ports
+//! must accept a TCP connection.
+//!
+//! The same SSH connection logic also runs `poweroff` in the guest, the
+//! supervisor's second way to stop a guest that ignores the power button.
+
+use russh::client::{self, Handle};
+use russh::keys::PublicKeyOrCertificate;
+use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Port of the guest's Docker API.
+pub const DOCKER_PORT: u16 = 2375;
+const ATTEMPT: Duration = Duration::from_secs(10);
+
+/// Why the VM is not (yet) ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("ssh on {addr}: {why}")]
+    Ssh { addr: SocketAddr, why: String },
+    #[error(
+        "ssh on {0} presented a host key that is not the one injected into the image (another VM on this address, or the image regenerated its keys)"
+    )]
+    WrongHostKey(SocketAddr),
+    #[error("ssh on {0} refused the session key for root")]
+    AuthRefused(SocketAddr),
+    #[error("docker on {addr}: {why}")]
+    Docker { addr: SocketAddr, why: String },
+    #[error("port {addr} does not accept connections: {why}")]
+    Port { addr: SocketAddr, why: String },
+}
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct ReadyCheck {
+    /// The guest's sshd.
+    pub ssh: SocketAddr,
+    /// The host key injected into the image.
+    pub host_key: PublicKey,
+    /// The session's client key.
+    pub client_key: Arc<PrivateKey>,
+    /// The guest's Docker API, when the image has Docker.
+    pub docker: Option<SocketAddr>,
+    /// Other guest ports that must accept connections.
+    pub tcp: Vec<SocketAddr>,
+}
+
+struct VerifyHost {
+    expected: PublicKey,
+    mismatch: Arc<AtomicBool>,
+}
+
+impl client::Handler for VerifyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let ok = matches!(key, PublicKeyOrCertificate::PublicKey { key, .. }
+            if key.key_data() == self.expected.key_data());
+        if !ok {
+            self.mismatch.store(true, Ordering::Relaxed);
+        }
+        Ok(ok)
+    }
+}
+
+impl ReadyCheck {
+    /// One pass over every check, stopping at the first that fails.
+    pub async fn probe(&self) -> Result<(), NotReady> {
+        let handle = self.ssh_session().await?;
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        if let Some(addr) = self.docker {
+            docker_ping(addr).await?;
+        }
+        for &addr in &self.tcp {
+            match timeout(ATTEMPT, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(NotReady::Port {
+                        addr,
+                        why: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(NotReady::Port {
+                        addr,
+                        why: "timed out".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects, verifies the host key and logs in as root.
+    async fn ssh_session(&self) -> Result<Handle<VerifyHost>, NotReady> {
+        let addr = self.ssh;
+        let fail = |why: String| NotReady::Ssh { addr, why };
+        let config = Arc::new(client::Config {
+            preferred: russh::Preferred {
+                key: Cow::Owned(vec![Algorithm::Ed25519]),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let mismatch = Arc::new(AtomicBool::new(false));
+        let handler = VerifyHost {
+            expected: self.host_key.clone(),
+            mismatch: mismatch.clone(),
+        };
+        let mut handle = match timeout(ATTEMPT, client::connect(config, addr, handler)).await {
+            Ok(Ok(h)) => h,
+            _ if mismatch.load(Ordering::Relaxed) => return Err(NotReady::WrongHostKey(addr)),
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("timed out".into())),
+        };
+        let key = PrivateKeyWithHashAlg::new(self.client_key.clone(), None);
+        match timeout(ATTEMPT, handle.authenticate_publickey("root", key)).await {
+            Ok(Ok(r)) if r.success() => Ok(handle),
+            Ok(Ok(_)) => Err(NotReady::AuthRefused(addr)),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(_) => Err(fail("login timed out".into())),
+        }
+    }
+
+    /// Runs `command` as root in the guest (used to power it off).
+    pub async fn exec(&self, command: &str) -> Result<(), NotReady> {
+        let handle = self.ssh_session().await?;
+        let fail = |e: russh::Error| NotReady::Ssh {
+            addr: self.ssh,
+            why: e.to_string(),
+        };
+        let channel = handle.channel_open_session().await.map_err(fail)?;
+        channel.exec(true, command).await.map_err(fail)?;
+        // The guest may go down before answering; we do not wait for output.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    }
+}
+
+/// `GET /_ping` → `200 OK`.
+pub async fn docker_ping(addr: SocketAddr) -> Result<(), NotReady> {
+    let fail = |why: String| NotReady::Docker { addr, why };
+    let attempt = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        (&mut s).take(4096).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let reply = match timeout(ATTEMPT, attempt).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Err(_) => return Err(fail("timed out".into())),
+    };
+    let status_ok = reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200");
+    if status_ok && reply.trim_end().ends_with("OK") {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "unexpected answer {:?}",
+            reply.lines().next().unwrap_or("")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn one_shot_http(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /_ping HTTP/1.1\r\n"));
+            s.write_all(reply).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn docker_ping_accepts_ok_and_refuses_the_rest() {
+        let ok = one_shot_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK").await;
+        docker_ping(ok).await.unwrap();
+        let bad = one_shot_http(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
+        let e = docker_ping(bad).await.unwrap_err();
+        assert!(e.to_string().contains("500"), "{e}");
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(docker_ping(closed).await.is_err());
+    }
+}
