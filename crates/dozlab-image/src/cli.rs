@@ -1,12 +1,140 @@
-//! Command-line arguments and entry points of this component (placeholder until implemented).
+//! `dozlab image build|cached|verify|serve`: flags and entry points.
 
+use crate::build::{self, BuildOptions};
+use crate::cache;
+use crate::recipe::Recipe;
+use anyhow::Context;
+use dozlab_core::ByteSize;
 use dozlab_core::failure::{CmdResult, Failure};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-/// Arguments (not yet implemented).
+/// Build, verify and serve guest rootfs images.
 #[derive(Debug, clap::Args)]
-pub struct ImageArgs {}
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
 
-/// Entry point (not yet implemented).
-pub fn run(_args: ImageArgs) -> CmdResult {
-    Err(Failure::new(1, anyhow::anyhow!("not implemented yet")))
+/// The image subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Build rootfs.ext4, rootfs.ext4.zst and manifest.json from a recipe (needs root).
+    Build(BuildArgs),
+    /// Print the directory of a cached build of a profile, building it first if needed.
+    Cached(CachedArgs),
+}
+
+/// Recipe and build options shared by `build` and `cached`.
+#[derive(Debug, clap::Args)]
+pub struct RecipeArgs {
+    /// Built-in profile (minimal, vm, k8s) or a recipe file ending in .toml.
+    #[arg(long, default_value = "minimal")]
+    pub profile: String,
+    /// Apparent size of the ext4 image, e.g. 2G (default: content plus headroom).
+    #[arg(long)]
+    pub size: Option<ByteSize>,
+    /// Debian suite (default: the recipe's, normally bookworm).
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Debian mirror URL for mmdebstrap (default: mmdebstrap's own choice).
+    #[arg(long)]
+    pub mirror: Option<String>,
+}
+
+/// `image build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Cache directory: reuse a build with the same key, keep pinned downloads.
+    #[arg(long, env = "DOZLAB_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+/// `image cached`.
+#[derive(Debug, clap::Args)]
+pub struct CachedArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Cache directory (default: $DOZLAB_CACHE, else ~/.cache/dozlab).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+/// Entry point of `dozlab image`.
+pub fn run(args: ImageArgs) -> CmdResult {
+    match args.command {
+        ImageCommand::Build(a) => run_build(a),
+        ImageCommand::Cached(a) => run_cached(a),
+    }
+}
+
+fn load(args: &RecipeArgs) -> Result<(Recipe, BuildOptions), Failure> {
+    let recipe = Recipe::load(&args.profile).map_err(Failure::usage)?;
+    let opts = BuildOptions {
+        suite: args.suite.clone(),
+        size: args.size,
+        mirror: args.mirror.clone(),
+        download_cache: None,
+    };
+    Ok((recipe, opts))
+}
+
+fn run_build(args: BuildArgs) -> CmdResult {
+    let (recipe, mut opts) = load(&args.recipe)?;
+    match &args.cache {
+        Some(cache_dir) => {
+            let dir = cache::ensure_cached_with(&recipe, &opts, cache_dir)
+                .map_err(anyhow::Error::from)?;
+            copy_build(&dir, &args.out)?;
+        }
+        None => {
+            opts.download_cache = None;
+            build::build_to_dir(&recipe, &opts, &args.out).map_err(anyhow::Error::from)?;
+        }
+    }
+    println!("{}", absolute(&args.out).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_cached(args: CachedArgs) -> CmdResult {
+    let (recipe, opts) = load(&args.recipe)?;
+    let cache_dir = args.cache.unwrap_or_else(cache::default_cache_dir);
+    let dir = cache::ensure_cached_with(&recipe, &opts, &cache_dir).map_err(anyhow::Error::from)?;
+    println!("{}", absolute(&dir).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a cached build into `out` (sparse, reflinked where possible), via staging.
+fn copy_build(from: &Path, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create --out {}", out.display()))?;
+    let staging = out.join(format!(".dozlab-copy-{}", std::process::id()));
+    let guard = build::StagingGuard(staging.clone());
+    std::fs::create_dir_all(&staging)?;
+    let status = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto", "--"])
+        .arg(from.join(build::IMAGE_FILE))
+        .arg(from.join(build::IMAGE_ZST_FILE))
+        .arg(from.join(dozlab_core::manifest::MANIFEST_FILE))
+        .arg(&staging)
+        .status()
+        .context("cannot run cp")?;
+    anyhow::ensure!(
+        status.success(),
+        "copying the cached build from {} failed",
+        from.display()
+    );
+    build::publish_files(&staging, out)?;
+    drop(guard);
+    eprintln!("reused the cached build {}", from.display());
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -1,0 +1,402 @@
+//! `image build`: recipe → Debian tree (mmdebstrap) → ext4 (`mkfs.ext4 -d`)
+//! → zstd → manifest.json.
+//!
+//! Everything happens inside a staging directory on the same filesystem as
+//! the destination; only complete results are renamed into place, so an
+//! interrupted or failed build never leaves a file at a final path.
+
+use crate::customize;
+use crate::fetch;
+use crate::host::{self, HostError, Progress, shell_quote};
+use crate::recipe::Recipe;
+use crate::tree;
+use dozlab_core::ByteSize;
+use dozlab_core::manifest::{Artifact, Features, MANIFEST_FILE, Manifest};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Bumped whenever the builder's output changes for the same recipe (part of the cache key).
+pub const BUILDER_VERSION: &str = "dozlab-image-builder-1";
+/// File name of the raw image.
+pub const IMAGE_FILE: &str = "rootfs.ext4";
+/// File name of the compressed image.
+pub const IMAGE_ZST_FILE: &str = "rootfs.ext4.zst";
+/// Filesystem label of the root filesystem.
+pub const ROOT_LABEL: &str = "rootfs";
+
+const MIB: u64 = 1024 * 1024;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the built tree is unusable: {0}")]
+    Tree(String),
+    #[error(
+        "--size {size} is too small for the tree ({tree}); use at least {need} or leave --size out"
+    )]
+    TooSmall {
+        size: ByteSize,
+        tree: String,
+        need: ByteSize,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Io { what, source }
+}
+
+/// Options beside the recipe.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Debian suite overriding the recipe's.
+    pub suite: Option<String>,
+    /// Apparent size of the ext4 image (default: tree size plus headroom).
+    pub size: Option<ByteSize>,
+    /// Debian mirror URL passed to mmdebstrap (default: mmdebstrap's own default).
+    pub mirror: Option<String>,
+    /// Where pinned downloads are kept between builds.
+    pub download_cache: Option<PathBuf>,
+}
+
+impl BuildOptions {
+    /// The suite actually used.
+    pub fn suite<'a>(&'a self, recipe: &'a Recipe) -> &'a str {
+        self.suite.as_deref().unwrap_or(&recipe.suite)
+    }
+}
+
+/// The cache key: sha256 of the recipe content, suite, size, mirror and builder version.
+pub fn cache_key(recipe: &Recipe, opts: &BuildOptions) -> String {
+    let mut h = Sha256::new();
+    h.update(recipe.content_sha256());
+    h.update(b"\0suite=");
+    h.update(opts.suite(recipe));
+    h.update(b"\0size=");
+    h.update(
+        opts.size
+            .map(|s| s.0.to_string())
+            .unwrap_or_else(|| "auto".into()),
+    );
+    if let Some(m) = &opts.mirror {
+        h.update(b"\0mirror=");
+        h.update(m);
+    }
+    h.update(b"\0builder=");
+    h.update(BUILDER_VERSION);
+    hex::encode(h.finalize())
+}
+
+/// Builds `recipe` inside `staging` (created; must not hold an earlier build).
+/// On success `staging` holds exactly rootfs.ext4, rootfs.ext4.zst and manifest.json.
+pub fn build_in(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    staging: &Path,
+) -> Result<Manifest, BuildError> {
+    host::preflight()?;
+    let mut progress = Progress::new(6);
+    fs::create_dir_all(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
+    let work = staging.join("work");
+    let tree = work.join("tree");
+    let overlay = work.join("overlay");
+    let _ = fs::remove_dir_all(&work);
+
+    progress.phase("prepare: base configuration and pinned files");
+    customize::write_overlay(&overlay).map_err(io_err("cannot write the overlay"))?;
+    fetch::fetch_files(&recipe.files, &overlay, opts.download_cache.as_deref())?;
+    let script = work.join("customize.sh");
+    fs::write(&script, customize::chroot_script(recipe))
+        .map_err(io_err("cannot write the customize script"))?;
+    progress.done(&format!("{} pinned file(s)", recipe.files.len()));
+
+    progress.phase(&format!(
+        "bootstrap: mmdebstrap {} ({} packages)",
+        opts.suite(recipe),
+        recipe.packages.len()
+    ));
+    host::run(&mut mmdebstrap_command(
+        recipe, opts, &tree, &overlay, &script,
+    ))?;
+    progress.done("");
+
+    progress.phase("finalize and inspect the tree");
+    customize::finalize_tree(&tree).map_err(io_err("cannot finalize the tree"))?;
+    let kernel = tree::find_kernel(&tree).map_err(BuildError::Tree)?;
+    let packages =
+        tree::installed_packages(&tree).map_err(io_err("cannot read the tree's dpkg status"))?;
+    let tree_bytes = tree::allocated_bytes(&tree).map_err(io_err("cannot measure the tree"))?;
+    progress.done(&format!(
+        "kernel {}, {} packages, tree {}",
+        kernel.version,
+        packages.len(),
+        dozlab_core::size::human(tree_bytes)
+    ));
+
+    progress.phase("mkfs.ext4 -d (no mount)");
+    let size = image_size(tree_bytes, opts.size)?;
+    let image = staging.join(IMAGE_FILE);
+    host::run(&mut mkfs_command(&tree, &image, size))?;
+    fs::remove_dir_all(&work).map_err(io_err("cannot remove the build tree"))?;
+    progress.done(&format!("{IMAGE_FILE}, {size} apparent"));
+
+    progress.phase("compress (zstd) and checksum");
+    let zst = staging.join(IMAGE_ZST_FILE);
+    let (raw, compressed) = compress_and_hash(&image, &zst)?;
+    progress.done(&format!(
+        "{IMAGE_ZST_FILE} {}",
+        dozlab_core::size::human(compressed.size)
+    ));
+
+    progress.phase("manifest.json");
+    let manifest = Manifest {
+        name: recipe.name.clone(),
+        profile: recipe.profile.clone(),
+        created: now_rfc3339(),
+        kernel,
+        packages,
+        artifacts: vec![raw, compressed],
+        features: Features {
+            docker: recipe.docker,
+        },
+        recipe_sha256: Some(cache_key(recipe, opts)),
+    };
+    fs::write(staging.join(MANIFEST_FILE), manifest.to_json())
+        .map_err(io_err("cannot write manifest.json"))?;
+    progress.done("");
+    eprintln!("   build finished in {:.1}s", progress.total_secs());
+    Ok(manifest)
+}
+
+fn mmdebstrap_command(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    tree: &Path,
+    overlay: &Path,
+    script: &Path,
+) -> Command {
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--mode=root")
+        .arg("--format=directory")
+        .arg(format!("--variant={}", recipe.variant))
+        .arg(format!("--include={}", recipe.packages.join(",")))
+        .arg(format!(
+            "--customize-hook=cp -a {}/. \"$1\"/",
+            shell_quote(&overlay.to_string_lossy())
+        ))
+        .arg(format!(
+            "--customize-hook=chroot \"$1\" /bin/sh -e < {}",
+            shell_quote(&script.to_string_lossy())
+        ))
+        .arg(opts.suite(recipe))
+        .arg(tree);
+    if let Some(m) = &opts.mirror {
+        cmd.arg(m);
+    }
+    cmd.env("LC_ALL", "C.UTF-8");
+    cmd
+}
+
+fn mkfs_command(tree: &Path, image: &Path, size: ByteSize) -> Command {
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-L", ROOT_LABEL, "-m", "1", "-J", "size=16"])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1", "-d"])
+        .arg(tree)
+        .arg(image)
+        .arg(format!("{}k", size.0 / 1024));
+    cmd
+}
+
+/// Image size: `--size` when given (checked against the tree), else the tree plus headroom.
+pub fn image_size(tree_bytes: u64, requested: Option<ByteSize>) -> Result<ByteSize, BuildError> {
+    let need = round_up(tree_bytes + tree_bytes / 8 + 64 * MIB, 64 * MIB);
+    match requested {
+        Some(size) if size.0 < need => Err(BuildError::TooSmall {
+            size,
+            tree: dozlab_core::size::human(tree_bytes),
+            need: ByteSize(need),
+        }),
+        Some(size) => Ok(ByteSize(round_up(size.0, MIB))),
+        None => Ok(ByteSize(round_up(
+            tree_bytes + tree_bytes / 4 + 256 * MIB,
+            64 * MIB,
+        ))),
+    }
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// Compresses `image` to `zst` with the zstd tool while hashing `image`.
+fn compress_and_hash(image: &Path, zst: &Path) -> Result<(Artifact, Artifact), BuildError> {
+    let image_owned = image.to_path_buf();
+    let hasher = std::thread::spawn(move || sha256_file(&image_owned));
+    let mut cmd = Command::new("zstd");
+    cmd.args(["-q", "-f", "-T0", "-3", "-o"])
+        .arg(zst)
+        .arg(image);
+    let compressed = host::run(&mut cmd);
+    let raw_hash = hasher.join().expect("hash thread does not panic");
+    compressed?;
+    let (raw_size, raw_sha) = raw_hash.map_err(io_err("cannot hash rootfs.ext4"))?;
+    let (zst_size, zst_sha) = sha256_file(zst).map_err(io_err("cannot hash rootfs.ext4.zst"))?;
+    let raw = Artifact {
+        path: IMAGE_FILE.into(),
+        size: raw_size,
+        sha256: raw_sha.clone(),
+        uncompressed_size: None,
+        uncompressed_sha256: None,
+    };
+    let compressed = Artifact {
+        path: IMAGE_ZST_FILE.into(),
+        size: zst_size,
+        sha256: zst_sha,
+        uncompressed_size: Some(raw_size),
+        uncompressed_sha256: Some(raw_sha),
+    };
+    Ok((raw, compressed))
+}
+
+/// (size, lower-case hex sha256) of a file.
+pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hex::encode(h.finalize())))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// Builds into `out` (created if missing): a staging directory inside `out`,
+/// then renames the files into place, manifest last.
+pub fn build_to_dir(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    out: &Path,
+) -> Result<Manifest, BuildError> {
+    fs::create_dir_all(out).map_err(io_err(format!("cannot create --out {}", out.display())))?;
+    remove_stale_staging(out, ".dozlab-build-");
+    let staging = out.join(format!(".dozlab-build-{}", std::process::id()));
+    let guard = StagingGuard(staging.clone());
+    let manifest = build_in(recipe, opts, &staging)?;
+    publish_files(&staging, out)?;
+    drop(guard);
+    Ok(manifest)
+}
+
+/// Moves the three build files from `from` into `to`, the manifest last.
+pub fn publish_files(from: &Path, to: &Path) -> Result<(), BuildError> {
+    for name in [IMAGE_FILE, IMAGE_ZST_FILE, MANIFEST_FILE] {
+        fs::rename(from.join(name), to.join(name))
+            .map_err(io_err(format!("cannot move {name} into {}", to.display())))?;
+    }
+    Ok(())
+}
+
+/// Removes leftovers of builds whose process is gone (`<prefix><pid>` dirs in `dir`).
+pub fn remove_stale_staging(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.rsplit('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes a staging directory when dropped (on success it is empty anyway).
+#[derive(Debug)]
+pub struct StagingGuard(pub PathBuf);
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_has_headroom_and_checks_requests() {
+        let tree = 600 * MIB;
+        let auto = image_size(tree, None).unwrap();
+        assert!(auto.0 > tree + 200 * MIB && auto.0.is_multiple_of(64 * MIB));
+        assert!(matches!(
+            image_size(tree, Some(ByteSize(100 * MIB))),
+            Err(BuildError::TooSmall { .. })
+        ));
+        assert_eq!(
+            image_size(tree, Some(ByteSize(2048 * MIB))).unwrap().0,
+            2048 * MIB
+        );
+    }
+
+    #[test]
+    fn key_depends_on_inputs() {
+        let r = Recipe::load("minimal").unwrap();
+        let base = BuildOptions::default();
+        let k = cache_key(&r, &base);
+        assert_eq!(k, cache_key(&r, &base));
+        let other_suite = BuildOptions {
+            suite: Some("trixie".into()),
+            ..Default::default()
+        };
+        assert_ne!(k, cache_key(&r, &other_suite));
+        let other_size = BuildOptions {
+            size: Some(ByteSize(4 << 30)),
+            ..Default::default()
+        };
+        assert_ne!(k, cache_key(&r, &other_size));
+        assert_ne!(k, cache_key(&Recipe::load("vm").unwrap(), &base));
+    }
+
+    #[test]
+    fn stale_staging_of_dead_processes_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d.path().join(".dozlab-build-999999999");
+        let alive = d
+            .path()
+            .join(format!(".dozlab-build-{}", std::process::id()));
+        fs::create_dir(&dead).unwrap();
+        fs::create_dir(&alive).unwrap();
+        remove_stale_staging(d.path(), ".dozlab-build-");
+        assert!(!dead.exists() && alive.exists());
+    }
+}

@@ -1,0 +1,128 @@
+//! The build cache: `<cache>/images/<key>/` holds one finished build
+//! (rootfs.ext4, rootfs.ext4.zst, manifest.json), keyed by [`cache_key`].
+//!
+//! Concurrent callers are safe: the builder holds an exclusive `flock` on
+//! `<cache>/images/<key>.lock`, builds into `<cache>/images/.tmp-<key>-<pid>`
+//! and renames that directory to `<key>` when complete. A directory named
+//! `<key>` is therefore always a complete build.
+
+use crate::build::{self, BuildError, BuildOptions, cache_key};
+use crate::recipe::{Recipe, RecipeError};
+use dozlab_core::manifest::MANIFEST_FILE;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a cached image could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cache {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The default cache directory: `$DOZLAB_CACHE`, else `$HOME/.cache/dozlab`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DOZLAB_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/dozlab")
+}
+
+/// The directory of a cached build of `profile` (built-in name or recipe file)
+/// with default options, building it first when absent.
+pub fn ensure_cached(profile: &str, cache_dir: &Path) -> Result<PathBuf, CacheError> {
+    let recipe = Recipe::load(profile)?;
+    ensure_cached_with(&recipe, &BuildOptions::default(), cache_dir)
+}
+
+/// Where a build of `recipe` with `opts` lives (or would live) in the cache.
+pub fn cached_path(recipe: &Recipe, opts: &BuildOptions, cache_dir: &Path) -> PathBuf {
+    cache_dir.join("images").join(cache_key(recipe, opts))
+}
+
+/// Like [`ensure_cached`] for an already loaded recipe and explicit options.
+pub fn ensure_cached_with(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    cache_dir: &Path,
+) -> Result<PathBuf, CacheError> {
+    let images = cache_dir.join("images");
+    let key = cache_key(recipe, opts);
+    let done = images.join(&key);
+    if is_complete(&done) {
+        return Ok(done);
+    }
+    fs::create_dir_all(&images).map_err(io_err(&images))?;
+    let lock_path = images.join(format!("{key}.lock"));
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    eprintln!("waiting for the cache lock {} ...", lock_path.display());
+    lock.lock().map_err(io_err(&lock_path))?;
+    if is_complete(&done) {
+        return Ok(done);
+    }
+    build::remove_stale_staging(&images, &format!(".tmp-{key}-"));
+    let staging = images.join(format!(".tmp-{key}-{}", std::process::id()));
+    let guard = build::StagingGuard(staging.clone());
+    let mut opts = opts.clone();
+    if opts.download_cache.is_none() {
+        opts.download_cache = Some(cache_dir.join("downloads"));
+    }
+    build::build_in(recipe, &opts, &staging)?;
+    if done.exists() {
+        // An incomplete directory left by hand: replace it.
+        fs::remove_dir_all(&done).map_err(io_err(&done))?;
+    }
+    fs::rename(&staging, &done).map_err(io_err(&done))?;
+    drop(guard);
+    Ok(done)
+}
+
+fn is_complete(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file() && dir.join(build::IMAGE_FILE).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_entry_is_returned_without_building() {
+        let cache = tempfile::tempdir().unwrap();
+        let recipe = Recipe::load("minimal").unwrap();
+        let dir = cached_path(&recipe, &BuildOptions::default(), cache.path());
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(MANIFEST_FILE), "{}").unwrap();
+        fs::write(dir.join(build::IMAGE_FILE), "").unwrap();
+        assert_eq!(ensure_cached("minimal", cache.path()).unwrap(), dir);
+    }
+
+    #[test]
+    fn unknown_profile_is_a_recipe_error() {
+        let cache = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ensure_cached("nope", cache.path()),
+            Err(CacheError::Recipe(_))
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! The build host: preflight checks (root, tools on PATH), running external
+//! commands with their stdout sent to our stderr, and phase progress output.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// A host problem that stops a build before it starts, or a failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(
+        "`{tool}` is not installed (not found on PATH): install the Debian package `{package}` \
+         (apt-get install {package}, or run scripts/setup)"
+    )]
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error(
+        "image build must run as root (mmdebstrap installs packages owned by root into the tree): \
+         run it with sudo, or as root in a container"
+    )]
+    NotRoot,
+    #[error("cannot start `{program}`")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` failed with {status}; see its output above")]
+    Failed { program: String, status: String },
+}
+
+/// Tools a build needs: (program, Debian package).
+pub const BUILD_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("zstd", "zstd"),
+    ("chroot", "coreutils"),
+];
+
+/// Fails unless every build tool is on PATH and we run as root.
+pub fn preflight() -> Result<(), HostError> {
+    for (tool, package) in BUILD_TOOLS {
+        if find_on_path(tool).is_none() {
+            return Err(HostError::MissingTool { tool, package });
+        }
+    }
+    if !is_root() {
+        return Err(HostError::NotRoot);
+    }
+    Ok(())
+}
+
+/// The full path of `program` on PATH (plus the sbin dirs, which a non-login PATH may lack).
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// True when the effective uid is 0 (read from /proc, no unsafe code).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command to completion; its stdout goes to our stderr so that our
+/// own stdout stays machine-readable.
+pub fn run(cmd: &mut Command) -> Result<(), HostError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let stderr_copy = std::io::stderr()
+        .as_fd_owned()
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::inherit());
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(stderr_copy)
+        .status()
+        .map_err(|source| HostError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(HostError::Failed {
+            program,
+            status: status.to_string(),
+        })
+    }
+}
+
+trait StderrFd {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+}
+
+impl StderrFd for std::io::Stderr {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+/// Prints numbered phases with their durations to stderr.
+#[derive(Debug)]
+pub struct Progress {
+    total: usize,
+    current: usize,
+    started: Instant,
+    phase_started: Instant,
+    fancy: bool,
+}
+
+impl Progress {
+    /// A progress printer for `total` phases.
+    pub fn new(total: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            total,
+            current: 0,
+            started: now,
+            phase_started: now,
+            fancy: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Starts the next phase.
+    pub fn phase(&mut self, name: &str) {
+        self.current += 1;
+        self.phase_started = Instant::now();
+        let arrow = if self.fancy { "==>" } else { "--" };
+        eprintln!("{arrow} [{}/{}] {name}", self.current, self.total);
+    }
+
+    /// Ends the current phase, printing its duration.
+    pub fn done(&self, detail: &str) {
+        eprintln!(
+            "   done in {:.1}s{}{}",
+            self.phase_started.elapsed().as_secs_f64(),
+            if detail.is_empty() { "" } else { ": " },
+            detail
+        );
+    }
+
+    /// Seconds since the first phase started.
+    pub fn total_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Quotes a string for a POSIX shell (mmdebstrap hooks are shell snippets).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn finds_sh_and_not_nonsense() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("definitely-not-a-tool-xyz").is_none());
+    }
+
+    #[test]
+    fn failed_command_names_the_program() {
+        let err = run(&mut Command::new("false")).unwrap_err();
+        assert!(err.to_string().contains("`false` failed"));
+        let err = run(&mut Command::new("no-such-program-xyz")).unwrap_err();
+        assert!(matches!(err, HostError::Spawn { .. }));
+    }
+}
