@@ -1,3 +1,32 @@
 //! `dozlab terminal`: the web terminal into the learner's VM.
+//!
+//! An axum server ([`web::app`]) serves an embedded xterm.js page, logs the
+//! learner in with the session password, and bridges each WebSocket
+//! ([`bridge`]) to a shell in the VM reached over SSH ([`ssh`]). Shells
+//! ([`shell`]) outlive sockets and replay missed output on re-attach. Shells
+//! can be recorded as asciicast v2 ([`record`]); files move over SFTP ([`files`]).
 
+pub mod auth;
+pub mod bridge;
+pub mod buffer;
 pub mod cli;
+pub mod protocol;
+pub mod record;
+pub mod shell;
+pub mod ssh;
+pub mod web;
+
+mod assets;
+pub mod files;
+
+/// An error and its causes on one line ("a: b: c").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
