@@ -1,0 +1,679 @@
+//! `dozlab network-setup` for real, as root: each test makes a fresh network
+//! namespace playing the pod, with a veth uplink (default route) to a second
+//! namespace playing the rest of the cluster, runs the built binary inside it
+//! (`ip netns exec`), and inspects the result with `ip`, `nft -j` and the
+//! config file. Namespaces are deleted by a guard even when a test fails.
+//!
+//! The traffic test puts a small fake VM on the tap: a Python script that
+//! attaches to the tap device (giving it carrier), answers ARP for the VM IP,
+//! reports the TCP segments that reach it and sends one UDP datagram out, so
+//! DNAT, forwarding and masquerading are observed on real packets.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
+const POD_IP: &str = "10.200.0.2";
+const PEER_IP: &str = "10.200.0.1";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this machine can run these tests; prints why not otherwise.
+fn can_run() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let tools = ["ip", "nft"].iter().all(|t| {
+        Command::new(t)
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    if !root || !tools {
+        eprintln!("skipping: network-setup tests need root, `ip` and `nft` (root={root})");
+    }
+    root && tools
+}
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A pod namespace with a veth uplink `eth0` to a peer namespace, removed on drop.
+struct Lab {
+    pod: String,
+    peer: String,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("dzns-{}-{n}", std::process::id());
+        let lab = Lab {
+            pod: format!("{id}-pod"),
+            peer: format!("{id}-peer"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        sh(&["ip", "netns", "add", &lab.pod]);
+        sh(&["ip", "netns", "add", &lab.peer]);
+        let (pod, peer) = (lab.pod.as_str(), lab.peer.as_str());
+        sh(&[
+            "ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            "netns", peer,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            pod,
+            "addr",
+            "add",
+            &format!("{POD_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            peer,
+            "addr",
+            "add",
+            &format!("{PEER_IP}/24"),
+            "dev",
+            "peer0",
+        ]);
+        for (ns, dev) in [(pod, "eth0"), (pod, "lo"), (peer, "peer0"), (peer, "lo")] {
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&["ip", "-n", pod, "route", "add", "default", "via", PEER_IP]);
+        lab
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("shared/network-config")
+    }
+
+    /// Runs `dozlab network-setup ARGS` in the pod namespace.
+    fn setup(&self, args: &[&str]) -> Output {
+        let cfg = self.config_path();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.pod,
+            BIN,
+            "network-setup",
+            "--config-out",
+        ])
+        .arg(&cfg)
+        .args(args);
+        for var in [
+            "TAP_DEVICE_NAME",
+            "GATEWAY_IP",
+            "VM_IP",
+            "PREFIX_LEN",
+            "UPLINK",
+            "POD_IP",
+            "FORWARD_PORTS",
+            "VM_MAC",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn setup_ok(&self, args: &[&str]) -> Output {
+        let out = self.setup(args);
+        assert!(
+            out.status.success(),
+            "network-setup {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn in_pod(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.pod];
+        full.extend_from_slice(args);
+        Command::new(full[0]).args(&full[1..]).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-n", self.pod.as_str(), "-j"];
+        full.extend_from_slice(args);
+        let out = Command::new("ip").args(&full).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Everything network-setup could change, for before/after comparisons.
+    fn state(&self) -> String {
+        let links = self.in_pod(&["ip", "-o", "link", "show"]).stdout;
+        let addrs = self.in_pod(&["ip", "-o", "addr", "show"]).stdout;
+        let rules = self.in_pod(&["nft", "list", "ruleset"]).stdout;
+        let fwd = self
+            .in_pod(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+            .stdout;
+        let strip = |b: Vec<u8>| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(|l| l.split("valid_lft").next().unwrap_or(l).to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "{}\n{}\n{}\nip_forward={}config={}",
+            strip(links),
+            strip(addrs),
+            strip(rules),
+            strip(fwd),
+            self.config_path().exists()
+        )
+    }
+
+    fn ip_forward(&self) -> String {
+        let out = self.in_pod(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `nft -j list table ip dozlab`, or `None` when the table is absent.
+    fn table(&self) -> Option<Value> {
+        let out = self.in_pod(&["nft", "-j", "list", "table", "ip", "dozlab"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn tun_links(&self) -> Vec<Value> {
+        self.json(&["-d", "link", "show"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "tun")
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.pod, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The rules of one chain as their `expr` arrays.
+fn chain_rules(table: &Value, chain: &str) -> Vec<Value> {
+    table["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["chain"] == chain)
+        .map(|r| r["expr"].clone())
+        .collect()
+}
+
+/// `(dport, dnat addr, dnat port)` of each DNAT rule in `chain`.
+fn dnats(table: &Value, chain: &str) -> Vec<(u64, String, u64)> {
+    let mut v: Vec<_> = chain_rules(table, chain)
+        .iter()
+        .filter_map(|expr| {
+            let stmts = expr.as_array()?;
+            let dnat = stmts.iter().find_map(|s| s.get("dnat"))?;
+            let dport = stmts.iter().find_map(|s| {
+                let m = s.get("match")?;
+                (m["left"]["payload"]["field"] == "dport").then(|| m["right"].as_u64())?
+            })?;
+            Some((
+                dport,
+                dnat["addr"].as_str()?.to_string(),
+                dnat["port"].as_u64()?,
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn all_numbers(v: &Value, out: &mut Vec<u64>) {
+    match v {
+        Value::Number(n) => out.extend(n.as_u64()),
+        Value::Array(a) => a.iter().for_each(|x| all_numbers(x, out)),
+        Value::Object(o) => o.values().for_each(|x| all_numbers(x, out)),
+        _ => {}
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn root_sets_up_tap_forwarding_rules_and_config() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    assert_eq!(lab.ip_forward(), "0");
+    let out = lab.setup_ok(&[]);
+
+    let taps = lab.tun_links();
+    assert_eq!(taps.len(), 1, "{taps:?}");
+    let tap = &taps[0];
+    assert_eq!(tap["ifname"], "tap0");
+    assert_eq!(tap["linkinfo"]["info_data"]["type"], "tap");
+    assert_eq!(tap["linkinfo"]["info_data"]["pi"], false);
+    assert_eq!(tap["linkinfo"]["info_data"]["persist"], true);
+    let flags: Vec<&str> = tap["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(flags.contains(&"UP"), "{flags:?}");
+    let addrs = lab.json(&["addr", "show", "dev", "tap0"]);
+    let info = &addrs[0]["addr_info"];
+    assert_eq!(info.as_array().unwrap().len(), 1, "{info}");
+    assert_eq!(info[0]["local"], "172.16.0.1");
+    assert_eq!(info[0]["prefixlen"], 24);
+    assert_eq!(lab.ip_forward(), "1");
+
+    let table = lab.table().expect("table ip dozlab exists");
+    let want = vec![(22, "172.16.0.2".to_string(), 22)];
+    assert_eq!(dnats(&table, "prerouting"), want);
+    assert_eq!(dnats(&table, "output"), want);
+    let pre = chain_rules(&table, "prerouting").to_vec();
+    let pre_text = serde_json::to_string(&pre).unwrap();
+    assert!(
+        pre_text.contains(r#""right":"eth0""#),
+        "matches the uplink: {pre_text}"
+    );
+    assert!(pre_text.contains(POD_IP), "matches the pod IP: {pre_text}");
+    let post = serde_json::to_string(&chain_rules(&table, "postrouting")).unwrap();
+    assert!(post.contains("masquerade"), "{post}");
+    assert!(post.contains(r#""addr":"172.16.0.0","len":24"#), "{post}");
+    assert!(post.contains(r#""right":"eth0""#), "{post}");
+    let mut numbers = Vec::new();
+    all_numbers(&table, &mut numbers);
+    for port in [8080, 8081, 2375] {
+        assert!(!numbers.contains(&port), "port {port} appears in {table}");
+    }
+
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "GATEWAY_IP=172.16.0.1\nVM_IP=172.16.0.2\nPOD_IP={POD_IP}\nTAP_DEVICE=tap0\nPREFIX_LEN=24\nVM_MAC=06:00:ac:10:00:02\nUPLINK=eth0\nFORWARD_PORTS=22:22\n"
+        )
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        text,
+        "stdout is the config"
+    );
+}
+
+#[test]
+fn root_running_twice_keeps_one_tap_and_replaces_the_table() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.setup_ok(&[]);
+    lab.setup_ok(&[]);
+    assert_eq!(lab.tun_links().len(), 1);
+    let addrs = lab.json(&["addr", "show", "dev", "tap0"]);
+    assert_eq!(addrs[0]["addr_info"].as_array().unwrap().len(), 1);
+    let tables = lab.in_pod(&["nft", "list", "tables"]);
+    let text = String::from_utf8_lossy(&tables.stdout);
+    assert_eq!(text.matches("table ip dozlab").count(), 1, "{text}");
+    let first = lab.table().unwrap();
+    assert_eq!(chain_rules(&first, "prerouting").len(), 1);
+
+    // Different ports and env-var input replace the rules, not add to them.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod,
+            BIN,
+            "network-setup",
+            "--config-out",
+        ])
+        .arg(lab.config_path())
+        .env("FORWARD_PORTS", "22,2222:80")
+        .env("VM_MAC", "06:AA:BB:CC:DD:EE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = lab.table().unwrap();
+    assert_eq!(
+        dnats(&table, "prerouting"),
+        vec![
+            (22, "172.16.0.2".into(), 22),
+            (2222, "172.16.0.2".into(), 80)
+        ]
+    );
+    let cfg = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(cfg.contains("FORWARD_PORTS=22:22,2222:80\n"), "{cfg}");
+    assert!(cfg.contains("VM_MAC=06:aa:bb:cc:dd:ee\n"), "{cfg}");
+    assert_eq!(lab.tun_links().len(), 1);
+}
+
+#[test]
+fn root_teardown_removes_everything_it_made() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let before_links = lab.in_pod(&["ip", "-o", "link", "show"]).stdout;
+    lab.setup_ok(&[]);
+    let out = lab.setup(&["--teardown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(lab.tun_links().is_empty());
+    assert!(lab.table().is_none());
+    assert!(!lab.config_path().exists());
+    assert_eq!(
+        lab.in_pod(&["ip", "-o", "link", "show"]).stdout,
+        before_links
+    );
+    assert_eq!(lab.ip_forward(), "1", "teardown leaves ip_forward alone");
+    // Tearing down again finds nothing and succeeds.
+    let out = lab.setup(&["--teardown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn root_bad_input_is_refused_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    sh(&[
+        "ip",
+        "-n",
+        &lab.pod,
+        "link",
+        "add",
+        "notatap",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "notatap-peer",
+    ]);
+    let before = lab.state();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--vm-ip", "172.16.1.2"],
+            2,
+            "outside the gateway's subnet",
+        ),
+        (
+            &["--vm-ip", "172.16.0.1"],
+            2,
+            "VM IP and gateway IP are both",
+        ),
+        (&["--vm-ip", "172.16.0.255"], 2, "broadcast address"),
+        (&["--vm-ip", "172.16.0.0"], 2, "network address"),
+        (&["--prefix-len", "31"], 2, "prefix length 31"),
+        (
+            &["--uplink", "nosuch0"],
+            2,
+            "uplink \"nosuch0\" does not exist",
+        ),
+        (&["--tap", "a-much-too-long-name"], 2, "invalid tap name"),
+        (&["--tap", "notatap"], 2, "not a tap device"),
+        (&["--forward-port", "8081"], 2, "web terminal"),
+        (&["--forward-port", "8080"], 2, "VS Code"),
+        (&["--forward-port", "2375"], 2, "Docker API"),
+        (
+            &["--forward-port", "2222:2375"],
+            2,
+            "refusing to forward port 2375",
+        ),
+        (
+            &["--forward-port", "22", "--forward-port", "22:23"],
+            2,
+            "forwarded twice",
+        ),
+        (&["--forward-port", "x"], 2, "invalid port forward"),
+        (
+            &["--gateway-ip", "10.200.0.50", "--vm-ip", "10.200.0.51"],
+            2,
+            "overlaps 10.200.0.2/24 on eth0",
+        ),
+        (&["--vm-mac", "01:00:5e:00:00:01"], 2, "invalid VM MAC"),
+    ];
+    for (args, code, needle) in cases {
+        let out = lab.setup(args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_eq!(lab.state(), before, "{args:?} changed the namespace");
+    }
+}
+
+#[test]
+fn root_without_cap_net_admin_is_refused_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let before = lab.state();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod,
+            "setpriv",
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            BIN,
+            "network-setup",
+            "--config-out",
+        ])
+        .arg(lab.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs CAP_NET_ADMIN"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(lab.state(), before);
+}
+
+#[test]
+fn root_a_late_failure_rolls_back_what_the_run_created() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let before = lab.state();
+    // Everything succeeds up to writing the config, which cannot be written under /proc.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod,
+            BIN,
+            "network-setup",
+            "--config-out",
+            "/proc/dozlab-no/network-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write the network config"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(lab.state(), before, "rollback left something behind");
+}
+
+/// Attaches to the tap, answers ARP for the VM, prints `tcp SRC DST DPORT`
+/// for each TCP segment and, after the first ARP, sends one UDP datagram
+/// from the VM to PEER:9999.
+const FAKE_VM: &str = r#"
+import fcntl, os, select, struct, sys, time
+tap, vm_ip, vm_mac, peer = sys.argv[1], bytes(map(int, sys.argv[2].split('.'))), bytes.fromhex(sys.argv[3].replace(':', '')), bytes(map(int, sys.argv[4].split('.')))
+fd = os.open('/dev/net/tun', os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', tap.encode(), 0x0002 | 0x1000))
+print('ready', flush=True)
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return (~s) & 0xffff
+sent = False
+deadline = time.time() + 60
+while time.time() < deadline:
+    if not select.select([fd], [], [], 0.5)[0]:
+        continue
+    f = os.read(fd, 65536)
+    if f[12:14] == b'\x08\x06' and f[20:22] == b'\x00\x01' and f[38:42] == vm_ip:
+        gw_mac = f[6:12]
+        os.write(fd, gw_mac + vm_mac + b'\x08\x06\x00\x01\x08\x00\x06\x04\x00\x02' + vm_mac + vm_ip + f[22:32])
+        if not sent:
+            sent = True
+            payload = b'from-vm'
+            udp = struct.pack('!HHHH', 4444, 9999, 8 + len(payload), 0) + payload
+            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, vm_ip, peer)
+            ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+            os.write(fd, gw_mac + vm_mac + b'\x08\x00' + ip + udp)
+    elif f[12:14] == b'\x08\x00' and f[23] == 6:
+        ihl = (f[14] & 15) * 4
+        dport = struct.unpack('!H', f[14 + ihl + 2:14 + ihl + 4])[0]
+        print('tcp %s %s %d' % ('.'.join(map(str, f[26:30])), '.'.join(map(str, f[30:34])), dport), flush=True)
+"#;
+
+/// A child process whose stdout is read line by line; killed on drop.
+struct Proc {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Proc {
+    fn python_in(ns: &str, script: &str, args: &[&str]) -> Proc {
+        use std::io::BufRead;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-u", "-c", script])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Proc { child, lines }
+    }
+
+    /// The next line (empty at end of output).
+    fn line(&mut self) -> String {
+        self.lines
+            .next()
+            .map(|l| l.unwrap().trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Ends the process and returns the lines it had not been asked for.
+    fn rest(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let rest: Vec<String> = self.lines.by_ref().map_while(Result::ok).collect();
+        rest
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection attempt from namespace `ns`; prints what the server sent.
+fn connect_from(ns: &str, ip: &str, port: u16, timeout_s: u32) -> Proc {
+    let script = format!(
+        "import socket\ntry:\n s = socket.create_connection(('{ip}', {port}), timeout={timeout_s}); print('got', s.recv(100).decode())\nexcept OSError as e:\n print('error', e)"
+    );
+    Proc::python_in(ns, &script, &[])
+}
+
+fn python_available() -> bool {
+    let ok = Command::new("python3")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: the fake VM on the tap needs python3");
+    }
+    ok
+}
+
+const UDP_LISTENER: &str = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(60); s.bind(('0.0.0.0', 9999)); print('ready', flush=True); d, a = s.recvfrom(100); print(a[0], d.decode(), flush=True)";
+
+fn terminal_listener() -> String {
+    format!(
+        "import socket; s = socket.socket(); s.settimeout(60); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{POD_IP}', 8081)); s.listen(); print('ready', flush=True); c, a = s.accept(); c.sendall(b'terminal'); c.close()"
+    )
+}
+
+#[test]
+fn root_traffic_only_listed_ports_reach_the_vm_and_the_vm_is_masqueraded() {
+    if !can_run() || !python_available() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.setup_ok(&["--forward-port", "22", "--forward-port", "2222:2200"]);
+    let mut vm = Proc::python_in(
+        &lab.pod,
+        FAKE_VM,
+        &["tap0", "172.16.0.2", "06:00:ac:10:00:02", PEER_IP],
+    );
+    assert_eq!(vm.line(), "ready");
+    let mut udp = Proc::python_in(&lab.peer, UDP_LISTENER, &[]);
+    assert_eq!(udp.line(), "ready");
+    let mut terminal = Proc::python_in(&lab.pod, &terminal_listener(), &[]);
+    assert_eq!(terminal.line(), "ready");
+
+    // Port 22 on the pod IP arrives at the VM, with the peer's address intact.
+    let _c22 = connect_from(&lab.peer, POD_IP, 22, 30);
+    assert_eq!(vm.line(), format!("tcp {PEER_IP} 172.16.0.2 22"));
+    // The VM's own traffic leaves with the pod's address.
+    assert_eq!(udp.line(), format!("{POD_IP} from-vm"));
+    // 2222 is mapped to the VM's 2200.
+    let _c2222 = connect_from(&lab.peer, POD_IP, 2222, 30);
+    let mut line = vm.line();
+    while line.ends_with(" 22") {
+        line = vm.line(); // a retransmitted SYN of the first attempt
+    }
+    assert_eq!(line, format!("tcp {PEER_IP} 172.16.0.2 2200"));
+    // The terminal on 8081 is answered by the pod itself, not hijacked.
+    let mut c8081 = connect_from(&lab.peer, POD_IP, 8081, 30);
+    assert_eq!(c8081.line(), "got terminal");
+    // 2375 is not forwarded: nothing listens in the pod, so the pod refuses it.
+    let mut c2375 = connect_from(&lab.peer, POD_IP, 2375, 30);
+    let refused = c2375.line();
+    assert!(refused.contains("Connection refused"), "{refused}");
+    let rest = vm.rest();
+    assert!(
+        rest.iter()
+            .all(|l| l.ends_with(" 22") || l.ends_with(" 2200")),
+        "unexpected traffic reached the VM: {rest:?}"
+    );
+}
