@@ -184,7 +184,7 @@ def test_pod_wiring_to_the_dozlab_subcommands():
     assert init["securityContext"]["runAsNonRoot"] is True
 
     net = container(pod, "network-setup")
-    assert net["args"] == ["network-setup"]
+    assert net["args"] == ["network-setup", "--config-out", "/shared/network-config"]
     env = env_of(net)
     assert env["FORWARD_PORTS"] == "22,8000:80,9000:9000"
     assert (env["TAP_DEVICE_NAME"], env["GATEWAY_IP"], env["VM_IP"], env["PREFIX_LEN"]) == \
