@@ -1,12 +1,122 @@
-//! Command-line arguments and entry points of this component (placeholder until implemented).
+//! `dozlab init-rootfs`: flags (with the original env vars as fallbacks),
+//! signal handling and exit codes, over [`crate::fetch`].
 
+use crate::options::{DEFAULT_OUT, DEFAULT_SIZE, FetchOptions};
+use crate::progress::{LOG_INTERVAL, ProgressMode};
+use anyhow::anyhow;
+use dozlab_core::ByteSize;
 use dozlab_core::failure::{CmdResult, Failure};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-/// Arguments (not yet implemented).
+/// Download, verify, decompress and sparsely write the session's rootfs
+/// image, then check it with e2fsck and grow it with resize2fs.
+///
+/// Exit codes: 0 ready, 1 other error, 2 usage (bad flag, refused shrink),
+/// 3 network/HTTP, 4 integrity (digest, size, corrupt data), 5 not enough
+/// space, 6 filesystem (e2fsck/resize2fs), 130/143 interrupted.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image to fetch: http://, https://, file:// or a plain path;
+    /// .zst/.gz/.xz are recognised by their magic bytes and decompressed.
+    #[arg(long, env = "IMAGE_DOWNLOAD_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Where the ready image goes (written beside it first, renamed at the end).
+    #[arg(long, env = "IMAGE_PATH", value_name = "PATH", default_value = DEFAULT_OUT)]
+    pub out: PathBuf,
+    /// Grow the filesystem to this size (4G, 512M, 10Gi, bytes); never shrinks.
+    #[arg(long, env = "IMAGE_SIZE", value_name = "SIZE", default_value = DEFAULT_SIZE)]
+    pub size: ByteSize,
+    /// Expected sha256 of the file at --url (or of the decompressed image).
+    #[arg(long, env = "IMAGE_SHA256", value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// manifest.json of `dozlab image build`: gives the artifact (the .zst is
+    /// preferred), its size and digests. With --url, picks the artifact of that name.
+    #[arg(long, env = "IMAGE_MANIFEST_URL", value_name = "URL")]
+    pub manifest: Option<String>,
+    /// Node-level cache directory, shared by sessions (keyed by sha256).
+    #[arg(long, env = "IMAGE_CACHE_DIR", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Retries after consecutive transient failures (reset, timeout, 5xx).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds without progress (connect, headers or data) before retrying.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Seconds before the first retry; doubles each time, up to 30, with jitter.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub retry_delay: f64,
+    /// Only download, verify and write: no e2fsck, no resize2fs (--size is ignored).
+    #[arg(long)]
+    pub no_resize: bool,
+    /// Progress display: auto (a bar on a terminal, log lines otherwise), bar, log, none.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "bar", "log", "none"])]
+    pub progress: String,
+}
 
-/// Entry point (not yet implemented).
-pub fn run(_args: Args) -> CmdResult {
-    Err(Failure::new(1, anyhow::anyhow!("not implemented yet")))
+impl Args {
+    /// The library options these flags mean.
+    pub fn options(&self) -> Result<FetchOptions, Failure> {
+        if !(self.retry_delay.is_finite() && self.retry_delay >= 0.0) {
+            return Err(Failure::usage(anyhow!(
+                "--retry-delay must be a number of seconds >= 0"
+            )));
+        }
+        Ok(FetchOptions {
+            url: self.url.clone(),
+            manifest: self.manifest.clone(),
+            out: self.out.clone(),
+            size: Some(self.size),
+            sha256: self.sha256.clone(),
+            cache: self.cache.clone(),
+            retries: self.retries,
+            retry_delay: Duration::from_secs_f64(self.retry_delay),
+            timeout: Duration::from_secs(self.timeout),
+            prepare_fs: !self.no_resize,
+            progress: match self.progress.as_str() {
+                "bar" => ProgressMode::Bar,
+                "log" => ProgressMode::Log(LOG_INTERVAL),
+                "none" => ProgressMode::Off,
+                _ => ProgressMode::Auto,
+            },
+        })
+    }
+}
+
+/// Runs `dozlab init-rootfs`.
+pub fn run(args: Args) -> CmdResult {
+    let opts = args.options()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, anyhow!(e).context("cannot start the async runtime")))?;
+    let result = rt.block_on(fetch_or_signal(&opts));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let report = result?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fetch_or_signal(opts: &FetchOptions) -> Result<crate::FetchReport, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::new(1, anyhow!(e).context("cannot handle SIGTERM")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new(1, anyhow!(e).context("cannot handle SIGINT")))?;
+    let interrupted = |name: &str, code: u8| {
+        Failure::new(
+            code,
+            anyhow!(
+                "interrupted by {name}; the partial image was removed, nothing is at {}",
+                opts.out.display()
+            ),
+        )
+    };
+    tokio::select! {
+        r = crate::fetch(opts) => r.map_err(|e| Failure::new(e.kind().exit_code(), e)),
+        _ = term.recv() => Err(interrupted("SIGTERM", 143)),
+        _ = int.recv() => Err(interrupted("SIGINT", 130)),
+    }
 }
