@@ -105,7 +105,7 @@ pub fn find_boot(fs: &Ext4, image: &Path) -> Result<ImageBoot, BootFilesError> {
             versions.push(v.to_string());
         }
     }
-    versions.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    versions.sort_by_key(|v| version_key(v));
     let version = versions.pop().ok_or_else(no_kernel)?;
     let initrd = format!("/boot/initrd.img-{version}");
     let initrd = fs.exists(initrd.as_str()).map_err(ext4)?.then_some(initrd);

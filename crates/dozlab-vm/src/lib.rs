@@ -9,10 +9,15 @@
 pub mod bootfiles;
 pub mod cli;
 pub mod cmdline;
+pub mod config;
 pub mod console;
+pub mod firecracker;
 pub mod identity;
 pub mod inject;
 pub mod qemu;
 pub mod ready;
+pub mod status;
 pub mod statusd;
+pub mod supervisor;
 pub mod vmlinux;
+pub mod vmm;

@@ -1,0 +1,480 @@
+//! `dozlab vm run`: the supervisor. Checks the input, prepares the image and
+//! kernel offline, boots the VM (falling back from KVM to TCG when the guest
+//! cannot start under KVM), reports readiness, and on SIGTERM/SIGINT shuts
+//! the guest down cleanly.
+//!
+//! Exit codes: 0 stopped cleanly on request; 1 internal error; 2 bad input;
+//! 3 the VM failed (VMM exited, kernel panic, not ready in time); 4 stopped,
+//! but the guest had to be killed after `--stop-timeout`.
+//!
+//! It runs on a current-thread tokio runtime and never holds the image or
+//! kernel in memory, to stay small next to the VMM.
+
+use crate::cli::{RunArgs, usage};
+use crate::config::{self, Attempt, BootFile, Host, Plan, Vmm};
+use crate::console::Tail;
+use crate::firecracker::FcPlan;
+use crate::identity::Identity;
+use crate::qemu::{Accel, QemuPlan};
+use crate::ready::{DOCKER_PORT, ReadyCheck};
+use crate::vmm::{self, Launch, Running};
+use crate::{bootfiles, cmdline, inject, statusd, vmlinux};
+use anyhow::Context as _;
+use dozlab_core::failure::{CmdResult, Failure};
+use dozlab_core::vmstatus::{Phase, VmStatus};
+use nix::fcntl::{Flock, FlockArg};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+/// Exit code: the VM failed.
+pub const EXIT_VM_FAILED: u8 = 3;
+/// Exit code: the guest had to be killed on stop.
+pub const EXIT_KILLED: u8 = 4;
+const POLL: Duration = Duration::from_millis(200);
+
+/// Entry point of `dozlab vm run`.
+pub fn main(args: RunArgs) -> CmdResult {
+    let t0 = Instant::now();
+    let plan = config::plan(&args, &Host::probe()).map_err(usage)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(plan, t0))
+}
+
+/// The supervisor's state: what to run and what was reported.
+struct Supervisor {
+    plan: Plan,
+    t0: Instant,
+    status: watch::Sender<VmStatus>,
+    tail: Tail,
+    check: ReadyCheck,
+    launches: Vec<(Attempt, Launch)>,
+}
+
+async fn run(plan: Plan, t0: Instant) -> CmdResult {
+    let listener = match plan.status_listen {
+        Some(addr) => Some(statusd::bind(addr).await.map_err(|e| {
+            usage(anyhow::anyhow!(
+                "cannot listen on --status-listen {addr}: {e}"
+            ))
+        })?),
+        None => None,
+    };
+    std::fs::create_dir_all(&plan.state_dir)
+        .with_context(|| format!("cannot create state dir {}", plan.state_dir.display()))?;
+    let _locks = lock(&plan)?;
+    let mut signals = Signals::new()?;
+    let sup = Supervisor::prepare(plan, t0)?;
+    if let Some(l) = listener {
+        tokio::spawn(statusd::serve(l, sup.status.subscribe()));
+    }
+    sup.boot_and_supervise(&mut signals).await
+}
+
+/// Exclusive locks on the state dir and the rootfs: one supervisor per VM.
+fn lock(plan: &Plan) -> Result<(Flock<std::fs::File>, Flock<std::fs::File>), Failure> {
+    let take = |path: &Path, what: &str| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            usage(anyhow::anyhow!(
+                "{what} {} is in use by another `dozlab vm run`",
+                path.display()
+            ))
+        })
+    };
+    Ok((
+        take(&plan.state_dir.join("lock"), "state dir lock")?,
+        take(&plan.rootfs, "rootfs")?,
+    ))
+}
+
+impl Supervisor {
+    /// Extracts boot files, injects the identity, writes the keys.
+    fn prepare(plan: Plan, t0: Instant) -> Result<Self, Failure> {
+        let (kernel, initrd) = boot_files(&plan)?;
+        let id = Identity::generate(&plan.session_id);
+        inject::inject(&plan.rootfs, &id, &plan.state_dir).with_context(|| {
+            format!("cannot put the SSH identity into {}", plan.rootfs.display())
+        })?;
+        id.write_client_key(&plan.ssh_key_out)
+            .map_err(anyhow::Error::from)?;
+        id.write_known_hosts(&plan.known_hosts_out, plan.net.vm_ip, plan.ssh_port)
+            .map_err(anyhow::Error::from)?;
+        let launches = launches(&plan, &kernel, initrd.as_deref())?;
+        let ip = plan.net.vm_ip;
+        let check = ReadyCheck {
+            ssh: SocketAddr::from((ip, plan.ssh_port)),
+            host_key: id.host.public_key().clone(),
+            client_key: Arc::new(id.client.clone()),
+            docker: plan.docker.then_some(SocketAddr::from((ip, DOCKER_PORT))),
+            tcp: plan
+                .tcp_ports
+                .iter()
+                .map(|p| SocketAddr::from((ip, *p)))
+                .collect(),
+        };
+        let first = plan.attempts[0];
+        let status = VmStatus {
+            phase: Phase::Booting,
+            vmm: first.vmm.as_str().into(),
+            accel: first.accel.as_str().into(),
+            pid: std::process::id(),
+            vmm_pid: None,
+            started_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            boot_ms: None,
+            vm_ip: ip.to_string(),
+            message: None,
+        };
+        let (status, _) = watch::channel(status);
+        let sup = Self {
+            plan,
+            t0,
+            status,
+            tail: Tail::default(),
+            check,
+            launches,
+        };
+        sup.set(|_| {});
+        Ok(sup)
+    }
+
+    /// Updates status.json and the probe server.
+    fn set(&self, f: impl FnOnce(&mut VmStatus)) {
+        self.status.send_modify(f);
+        if let Err(e) = self.status.borrow().store(&self.plan.state_dir) {
+            tracing::warn!("cannot write status.json: {e}");
+        }
+    }
+
+    fn fail(&self, code: u8, e: anyhow::Error) -> Failure {
+        let msg = format!("{e:#}");
+        self.set(|s| {
+            s.phase = Phase::Failed;
+            s.message = Some(msg);
+        });
+        Failure::new(code, e)
+    }
+
+    fn vm_error(&self, what: String) -> Failure {
+        let tail = self.tail.last(20);
+        let e = anyhow::anyhow!("{what}; last console lines:\n{tail}");
+        self.fail(EXIT_VM_FAILED, e)
+    }
+
+    async fn boot_and_supervise(self, signals: &mut Signals) -> CmdResult {
+        let deadline = tokio::time::Instant::from_std(self.t0 + self.plan.boot_timeout);
+        let n = self.launches.len();
+        for (i, (attempt, launch)) in self.launches.iter().enumerate() {
+            let more = i + 1 < n;
+            announce(*attempt, i > 0);
+            self.set(|s| {
+                s.phase = Phase::Booting;
+                s.vmm = attempt.vmm.as_str().into();
+                s.accel = attempt.accel.as_str().into();
+                s.vmm_pid = None;
+            });
+            let console = self.plan.console_log.as_deref();
+            let mut vm = match vmm::start(*attempt, launch, console, &self.tail).await {
+                Ok(vm) => vm,
+                Err(e) if more => {
+                    loud(&format!(
+                        "{} failed to start: {e:#}; trying the next way",
+                        vmm::label(*attempt)
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(self.fail(EXIT_VM_FAILED, e.into())),
+            };
+            self.set(|s| s.vmm_pid = vm.pid);
+            match self.wait_boot(&mut vm, more, deadline, signals).await {
+                Boot::Ready => return self.supervise(vm, signals).await,
+                Boot::Fallback(why) => {
+                    loud(&format!("{} did not boot: {why}; falling back", vm.label()));
+                    vm.kill().await;
+                }
+                Boot::Died(why) => return Err(self.vm_error(why)),
+                Boot::Timeout(last) => {
+                    vm.kill().await;
+                    let s = self.plan.boot_timeout.as_secs();
+                    return Err(
+                        self.vm_error(format!("the VM was not ready within {s} s ({last})"))
+                    );
+                }
+                Boot::Signal => return self.stop(vm, false, signals).await,
+            }
+        }
+        Err(self.vm_error("no way to boot the VM worked".into()))
+    }
+
+    async fn wait_boot(
+        &self,
+        vm: &mut Running,
+        more: bool,
+        deadline: tokio::time::Instant,
+        signals: &mut Signals,
+    ) -> Boot {
+        let kvm_probe = vm.attempt.accel == Accel::Kvm && more;
+        let mut last = String::from("no answer yet");
+        let started = vm.kernel_started.clone();
+        let probe_limit = self.plan.kvm_probe_timeout;
+        let ready = async {
+            loop {
+                match self.check.probe().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        if matches!(e, crate::ready::NotReady::WrongHostKey(_)) {
+                            tracing::warn!("{e}");
+                        }
+                        last = e.to_string();
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        let kernel_silent = async {
+            if kvm_probe {
+                tokio::time::sleep(probe_limit).await;
+                if !*started.borrow() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let outcome = tokio::select! {
+            () = ready => Boot::Ready,
+            st = vm.child.wait() => {
+                let st = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                if kvm_probe {
+                    Boot::Fallback(format!("the VMM exited ({st}) before the guest was ready"))
+                } else {
+                    Boot::Died(format!("the VMM exited ({st}) before the guest was ready"))
+                }
+            }
+            () = kernel_silent => Boot::Fallback(format!(
+                "no kernel output within {} s", probe_limit.as_secs()
+            )),
+            () = tokio::time::sleep_until(deadline) => Boot::Timeout(String::new()),
+            () = signals.recv() => Boot::Signal,
+        };
+        match outcome {
+            Boot::Timeout(_) => Boot::Timeout(last),
+            o => o,
+        }
+    }
+
+    async fn supervise(self, mut vm: Running, signals: &mut Signals) -> CmdResult {
+        let ms = self.t0.elapsed().as_millis() as u64;
+        self.set(|s| {
+            s.phase = Phase::Ready;
+            s.boot_ms = Some(ms);
+        });
+        loud(&format!(
+            "VM ready after {:.1} s on {}: ssh -i {} root@{}",
+            ms as f64 / 1000.0,
+            vm.label(),
+            self.plan.ssh_key_out.display(),
+            self.plan.net.vm_ip
+        ));
+        tokio::select! {
+            st = vm.wait() => {
+                let st = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Err(self.vm_error(format!("the VM stopped unexpectedly ({st})")))
+            }
+            () = signals.recv() => self.stop(vm, true, signals).await,
+        }
+    }
+
+    /// Power button (or Ctrl-Alt-Del), then `poweroff` over SSH halfway
+    /// through the timeout, then SIGKILL. A second signal kills at once.
+    async fn stop(&self, mut vm: Running, was_ready: bool, signals: &mut Signals) -> CmdResult {
+        self.set(|s| s.phase = Phase::Stopping);
+        loud(&format!(
+            "stopping the VM (up to {} s)",
+            self.plan.stop_timeout.as_secs()
+        ));
+        if let Err(e) = vm.request_shutdown().await {
+            tracing::warn!("cannot ask the guest to shut down: {e:#}");
+        }
+        let half = self.plan.stop_timeout / 2;
+        let mut clean = self.wait_exit(&mut vm, half, signals).await;
+        if clean.is_none() && was_ready {
+            tracing::info!("the guest ignored the power button; running poweroff over SSH");
+            let _ = self.check.exec("systemctl poweroff || poweroff").await;
+            clean = self.wait_exit(&mut vm, half, signals).await;
+        }
+        match clean {
+            Some(true) => {
+                self.set(|s| {
+                    s.phase = Phase::Stopped;
+                    s.message = None;
+                });
+                loud("the VM shut down cleanly");
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                vm.kill().await;
+                let msg = "the guest did not shut down in time and was killed";
+                self.set(|s| {
+                    s.phase = Phase::Stopped;
+                    s.message = Some(msg.into());
+                });
+                Err(Failure::new(EXIT_KILLED, anyhow::anyhow!(msg)))
+            }
+        }
+    }
+
+    /// Some(true) when the VMM exited, Some(false) on a second signal, None on timeout.
+    async fn wait_exit(
+        &self,
+        vm: &mut Running,
+        limit: Duration,
+        signals: &mut Signals,
+    ) -> Option<bool> {
+        tokio::select! {
+            _ = vm.wait() => Some(true),
+            () = signals.recv() => Some(false),
+            () = tokio::time::sleep(limit) => None,
+        }
+    }
+}
+
+/// How one boot attempt ended.
+enum Boot {
+    Ready,
+    Fallback(String),
+    Died(String),
+    Timeout(String),
+    Signal,
+}
+
+/// SIGTERM or SIGINT.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Failure> {
+        let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(Self { term, int })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Prints to stderr where operators look first.
+fn loud(msg: &str) {
+    eprintln!("==> dozlab vm: {msg}");
+}
+
+fn announce(a: Attempt, fallback: bool) {
+    let how = match (a.vmm, a.accel) {
+        (Vmm::Firecracker, _) => "Firecracker with KVM",
+        (Vmm::Qemu, Accel::Kvm) => "QEMU with KVM (hardware virtualisation)",
+        (Vmm::Qemu, Accel::Tcg) => "QEMU with TCG (software emulation, slower; no usable KVM)",
+    };
+    let again = if fallback {
+        "retrying with"
+    } else {
+        "booting with"
+    };
+    loud(&format!("{again} {how}"));
+}
+
+/// Host paths of the kernel and initrd, extracting them from the image when needed.
+fn boot_files(plan: &Plan) -> Result<(PathBuf, Option<PathBuf>), Failure> {
+    let needs_image = matches!(plan.kernel, BootFile::Image(_))
+        || matches!(plan.initrd, Some(BootFile::Image(_)));
+    let fs4 = if needs_image {
+        Some(bootfiles::open_image(&plan.rootfs).map_err(usage)?)
+    } else {
+        None
+    };
+    let get = |f: &BootFile, name: &str| -> Result<PathBuf, Failure> {
+        match (f, &fs4) {
+            (BootFile::Host(p), _) => Ok(p.clone()),
+            (BootFile::Image(inner), Some(fs4)) => {
+                let to = plan.state_dir.join(name);
+                bootfiles::extract(fs4, inner, &to).map_err(anyhow::Error::from)?;
+                Ok(to)
+            }
+            (BootFile::Image(_), None) => unreachable!("image opened above"),
+        }
+    };
+    let kernel = get(&plan.kernel, "vmlinuz")?;
+    let initrd = plan
+        .initrd
+        .as_ref()
+        .map(|i| get(i, "initrd.img"))
+        .transpose()?;
+    Ok((kernel, initrd))
+}
+
+fn launches(
+    plan: &Plan,
+    kernel: &Path,
+    initrd: Option<&Path>,
+) -> Result<Vec<(Attempt, Launch)>, Failure> {
+    let mut out = Vec::new();
+    for a in &plan.attempts {
+        let launch = match a.vmm {
+            Vmm::Qemu => Launch::Qemu(QemuPlan {
+                bin: plan.qemu_bin.clone().expect("checked in config"),
+                name: format!("dozlab-{}", plan.session_id),
+                machine: plan.machine,
+                accel: a.accel,
+                cpus: plan.cpus,
+                memory_mib: plan.memory_mib,
+                kernel: kernel.to_path_buf(),
+                initrd: initrd.map(Path::to_path_buf),
+                cmdline: cmdline::kernel_cmdline(&plan.net, false, plan.append.as_deref()),
+                rootfs: plan.rootfs.clone(),
+                tap: plan.tap.clone(),
+                mac: plan.net.mac.clone(),
+                qmp_socket: plan.state_dir.join("qmp.sock"),
+            }),
+            Vmm::Firecracker => {
+                let elf = plan.state_dir.join("vmlinux");
+                vmlinux::extract_vmlinux(kernel, &elf)
+                    .context("cannot make a vmlinux for Firecracker")?;
+                Launch::Firecracker(FcPlan {
+                    bin: plan.firecracker_bin.clone().expect("checked in config"),
+                    jailer: plan.jailer.clone(),
+                    session_id: plan.session_id.clone(),
+                    api_socket: plan.state_dir.join("firecracker.sock"),
+                    vmlinux: elf,
+                    initrd: initrd.map(Path::to_path_buf),
+                    cmdline: cmdline::kernel_cmdline(&plan.net, true, plan.append.as_deref()),
+                    rootfs: plan.rootfs.clone(),
+                    cpus: plan.cpus,
+                    memory_mib: plan.memory_mib,
+                    tap: plan.tap.clone(),
+                    mac: plan.net.mac.clone(),
+                })
+            }
+        };
+        out.push((*a, launch));
+    }
+    Ok(out)
+}
