@@ -35,20 +35,48 @@ pub fn self_exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
-/// Makes `cmd` enter the namespace behind `netns` right before exec.
+/// Makes `cmd` enter the namespace behind `netns` right before exec, like
+/// `ip netns exec`: it also gets a private mount namespace with a fresh
+/// `/sys`, so `/sys/class/net` lists the pod's interfaces, not the host's.
 pub fn enter_netns_on_exec(cmd: &mut Command, netns: OwnedFd) {
+    let root = c"/";
+    let sys = c"/sys";
+    let sysfs = c"sysfs";
     let hook = move || {
-        // SAFETY: setns is a plain syscall (async-signal-safe); `netns` is an
-        // open namespace fd owned by this closure and inherited by the child.
-        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
+        let check = |rc: i32| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        // SAFETY: plain syscalls (setns, unshare, mount, umount2), all
+        // async-signal-safe; every pointer is a static C string literal and
+        // `netns` is an open namespace fd owned by this closure.
+        unsafe {
+            check(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let flags = libc::MS_SLAVE | libc::MS_REC;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ))?;
+            libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+            check(libc::mount(
+                sysfs.as_ptr(),
+                sys.as_ptr(),
+                sysfs.as_ptr(),
+                0,
+                std::ptr::null(),
+            ))?;
         }
+        Ok(())
     };
-    // SAFETY: the hook only calls setns and reads errno, both allowed between
-    // fork and exec; it allocates nothing.
+    // SAFETY: the hook only makes async-signal-safe syscalls between fork
+    // and exec; it allocates nothing.
     unsafe {
         cmd.pre_exec(hook);
     }
@@ -75,6 +103,7 @@ pub fn component(
     let err = open_log()?;
     let mut cmd = Command::new(self_exe());
     cmd.args(args)
+        .env_remove(crate::launch::REPORT_FD_ENV)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -16,7 +16,7 @@ pub enum NftError {
         what: &'static str,
         table: String,
         #[source]
-        source: nftables::helper::NftablesError,
+        source: Box<nftables::helper::NftablesError>,
     },
 }
 
@@ -30,7 +30,7 @@ fn apply(payload: serde_json::Value, what: &'static str, table: &str) -> Result<
     .map_err(|source| NftError::Apply {
         what,
         table: table.into(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -91,6 +91,28 @@ pub fn exists(table: &str) -> bool {
 /// Reads `net.ipv4.ip_forward`.
 pub fn ip_forward() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Marker left by the session that switched forwarding on (it was off).
+const FORWARD_ORIGIN: &str = "/run/dozlab-ip_forward.was-off";
+
+/// Switches forwarding on, remembering that it was off.
+pub fn enable_ip_forward() -> std::io::Result<()> {
+    if ip_forward() {
+        return Ok(());
+    }
+    std::fs::write(FORWARD_ORIGIN, "0\n")?;
+    set_ip_forward(true)
+}
+
+/// Whether a Dozlab session switched forwarding on.
+pub fn forward_was_enabled_by_us() -> bool {
+    std::path::Path::new(FORWARD_ORIGIN).exists()
+}
+
+/// Drops the marker once forwarding is restored.
+pub fn forget_forward_origin() {
+    let _ = std::fs::remove_file(FORWARD_ORIGIN);
 }
 
 /// Writes `net.ipv4.ip_forward`.

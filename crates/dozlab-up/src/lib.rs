@@ -3,11 +3,20 @@
 //! processes inside a network namespace of the session's own and publishes
 //! the terminal, SSH and Docker on the host's loopback. See `docs/up.md`.
 
+pub mod checks;
 pub mod child;
 pub mod cli;
 pub mod hostnft;
+pub mod http;
+pub mod image;
+pub mod images;
+pub mod launch;
 pub mod link;
 pub mod netns;
+pub mod pod;
 pub mod procs;
 pub mod proxy;
+pub mod report;
 pub mod state;
+pub mod supervisor;
+pub mod teardown;

@@ -217,10 +217,11 @@ mod tests {
         let mut cmd = std::process::Command::new("sleep");
         cmd.arg("60");
         crate::child::enter_netns_on_exec(&mut cmd, fd);
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
         assert_eq!(pids_in(ino), vec![child.id()]);
         assert_eq!(kill_all_in(&name), 1);
         assert!(pids_in(ino).is_empty());
+        let _ = child.wait();
         delete(&name).unwrap();
         assert!(!exists(&name));
         delete(&name).unwrap();

@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn stop_ends_a_child_and_reaps_it() {
-        let child = std::process::Command::new("sleep")
+        let mut child = std::process::Command::new("sleep")
             .arg("60")
             .spawn()
             .unwrap();
@@ -112,5 +112,6 @@ mod tests {
         assert!(alive(&rec));
         stop(&rec, Duration::from_secs(5));
         assert!(!alive(&rec));
+        let _ = child.try_wait();
     }
 }
