@@ -30,15 +30,17 @@ pub struct Args {
     /// The pod's address, where forwarded ports arrive [default: the uplink's first IPv4 address].
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<Ipv4Addr>,
-    /// Forward this pod port to the VM (repeatable; 8080, 8081 and 2375 are refused).
+    /// Forward this TCP port of the pod IP to the VM (repeatable or comma-separated;
+    /// `none` forwards nothing; 8080, 8081 and 2375 are refused).
     #[arg(
         long = "forward-port",
         value_name = "PORT[:VMPORT]",
         env = "FORWARD_PORTS",
         value_delimiter = ',',
-        default_value = "22"
+        default_value = "22",
+        value_parser = parse_forward
     )]
-    pub forward_ports: Vec<PortForward>,
+    pub forward_ports: Vec<Forward>,
     /// The VM's MAC address [default: 06:00 followed by the VM IP's four bytes].
     #[arg(long, env = "VM_MAC")]
     pub vm_mac: Option<String>,
@@ -50,20 +52,54 @@ pub struct Args {
     pub teardown: bool,
 }
 
+/// One `--forward-port` value: a port forward, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// `none`: forward no port at all.
+    Nothing,
+    /// `PORT` or `PORT:VMPORT`.
+    Port(PortForward),
+}
+
+fn parse_forward(s: &str) -> Result<Forward, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Forward::Nothing);
+    }
+    s.parse()
+        .map(Forward::Port)
+        .map_err(|e| format!("{e}, or `none`"))
+}
+
+fn forwards(values: &[Forward]) -> Result<Vec<PortForward>, Failure> {
+    let ports: Vec<PortForward> = values
+        .iter()
+        .filter_map(|f| match f {
+            Forward::Port(p) => Some(*p),
+            Forward::Nothing => None,
+        })
+        .collect();
+    if !ports.is_empty() && ports.len() != values.len() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--forward-port none cannot be combined with ports: give either `none` or the ports"
+        )));
+    }
+    Ok(ports)
+}
+
 impl Args {
     /// The plan these flags describe.
-    pub fn plan(&self) -> NetPlan {
-        NetPlan {
+    pub fn plan(&self) -> Result<NetPlan, Failure> {
+        Ok(NetPlan {
             tap: self.tap.clone(),
             gateway_ip: self.gateway_ip,
             vm_ip: self.vm_ip,
             prefix_len: self.prefix_len,
             uplink: self.uplink.clone().filter(|u| !u.is_empty()),
             pod_ip: self.pod_ip,
-            forward_ports: self.forward_ports.clone(),
+            forward_ports: forwards(&self.forward_ports)?,
             vm_mac: self.vm_mac.clone().filter(|m| !m.is_empty()),
             config_out: self.config_out.clone(),
-        }
+        })
     }
 }
 
@@ -78,7 +114,7 @@ fn failure(e: NetError) -> Failure {
 
 /// Entry point of `dozlab network-setup`.
 pub fn run(args: Args) -> CmdResult {
-    let plan = args.plan();
+    let plan = args.plan()?;
     if args.teardown {
         crate::teardown(&plan).map_err(failure)?;
         return Ok(ExitCode::SUCCESS);

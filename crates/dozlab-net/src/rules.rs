@@ -17,9 +17,15 @@
 //!   chain forward     { type filter hook forward priority filter; policy accept;
 //!     iifname TAP accept
 //!     oifname TAP ct state established,related accept
-//!     oifname TAP ip daddr VM_IP tcp dport VMPORT ct status dnat accept }     # per port
+//!     oifname TAP ip daddr VM_IP tcp dport VMPORT ct status dnat accept      # per port
+//!     oifname TAP drop }
 //! }
 //! ```
+//!
+//! The last forward rule keeps the VM unreachable from outside the pod
+//! except through the forwarded ports, even for a neighbour that routes the
+//! VM subnet via the pod IP. Traffic the pod itself sends to the VM (the
+//! terminal, code-server's Docker client) does not cross the forward hook.
 
 use dozlab_core::netconfig::PortForward;
 use nftables::batch::Batch;
@@ -45,7 +51,8 @@ pub enum RulesError {
 pub struct RuleSpec<'a> {
     pub tap: &'a str,
     pub uplink: &'a str,
-    pub pod_ip: Ipv4Addr,
+    /// Where forwarded ports arrive; no DNAT rules without it.
+    pub pod_ip: Option<Ipv4Addr>,
     pub vm_ip: Ipv4Addr,
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
@@ -116,6 +123,7 @@ fn s(v: impl ToString) -> Expression<'static> {
 fn dnat_rule(
     chain: &'static str,
     spec: &RuleSpec<'_>,
+    pod_ip: Ipv4Addr,
     fwd: PortForward,
     on_uplink: bool,
 ) -> NfListObject<'static> {
@@ -123,7 +131,7 @@ fn dnat_rule(
     if on_uplink {
         expr.push(eq(meta(MetaKey::Iifname), s(spec.uplink)));
     }
-    expr.push(eq(field("ip", "daddr"), s(spec.pod_ip)));
+    expr.push(eq(field("ip", "daddr"), s(pod_ip)));
     expr.push(eq(
         field("tcp", "dport"),
         Expression::Number(u32::from(fwd.host)),
@@ -201,6 +209,13 @@ fn forward_rules(spec: &RuleSpec<'_>) -> Vec<NfListObject<'static>> {
             ],
         ));
     }
+    rules.push(rule(
+        "forward",
+        vec![
+            eq(meta(MetaKey::Oifname), s(spec.tap)),
+            Statement::Drop(None),
+        ],
+    ));
     rules
 }
 
@@ -229,9 +244,10 @@ pub fn replace_batch(spec: &RuleSpec<'_>) -> Nftables<'static> {
         NfHook::Forward,
         0,
     ));
-    for fwd in spec.forwards {
-        b.add(dnat_rule("prerouting", spec, *fwd, true));
-        b.add(dnat_rule("output", spec, *fwd, false));
+    for fwd in spec.forwards.iter().filter(|_| spec.pod_ip.is_some()) {
+        let pod_ip = spec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        b.add(dnat_rule("prerouting", spec, pod_ip, *fwd, true));
+        b.add(dnat_rule("output", spec, pod_ip, *fwd, false));
     }
     b.add(masquerade_rule(spec));
     for r in forward_rules(spec) {
@@ -294,7 +310,7 @@ mod tests {
         RuleSpec {
             tap: "tap0",
             uplink: "eth0",
-            pod_ip: "10.1.2.3".parse().unwrap(),
+            pod_ip: Some("10.1.2.3".parse().unwrap()),
             vm_ip: "172.16.0.2".parse().unwrap(),
             subnet: "172.16.0.0".parse().unwrap(),
             prefix_len: 24,

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 /// What the namespace looks like before any change.
 struct Resolved {
     uplink: Link,
-    pod_ip: Ipv4Addr,
+    pod_ip: Option<Ipv4Addr>,
     existing_tap: Option<Link>,
     addrs: Vec<Addr4>,
     ip_forward_was: bool,
@@ -67,14 +67,7 @@ async fn resolve(nl: &Netlink, plan: &NetPlan) -> Result<Resolved, NetError> {
         }
     }
     let uplink = resolve_uplink(nl, plan, &links, &addrs).await?;
-    let pod_ip = match plan.pod_ip {
-        Some(ip) => ip,
-        None => addrs
-            .iter()
-            .find(|a| a.index == uplink.index)
-            .map(|a| a.ip)
-            .ok_or_else(|| NetError::NoPodIp(uplink.name.clone()))?,
-    };
+    let pod_ip = resolve_pod_ip(plan, &uplink, &addrs)?;
     check_subnet_clash(plan, &links, &addrs, existing_tap.as_ref())?;
     Ok(Resolved {
         uplink,
@@ -84,6 +77,24 @@ async fn resolve(nl: &Netlink, plan: &NetPlan) -> Result<Resolved, NetError> {
         ip_forward_was: procfs::ip_forward()?,
         table_existed: rules::table_exists()?,
     })
+}
+
+fn resolve_pod_ip(
+    plan: &NetPlan,
+    uplink: &Link,
+    addrs: &[Addr4],
+) -> Result<Option<Ipv4Addr>, NetError> {
+    if let Some(ip) = plan.pod_ip {
+        if !addrs.iter().any(|a| a.ip == ip) {
+            tracing::warn!("pod IP {ip} is not an address of this network namespace");
+        }
+        return Ok(Some(ip));
+    }
+    let found = addrs.iter().find(|a| a.index == uplink.index).map(|a| a.ip);
+    if found.is_none() && !plan.forward_ports.is_empty() {
+        return Err(NetError::NoPodIp(uplink.name.clone()));
+    }
+    Ok(found)
 }
 
 async fn resolve_uplink(
@@ -197,7 +208,9 @@ async fn apply(
         plan.prefix_len,
         plan.vm_ip,
         r.uplink.name,
-        r.pod_ip,
+        r.pod_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "none".into()),
         if plan.forward_ports.is_empty() {
             "no ports".to_string()
         } else {
@@ -264,7 +277,7 @@ fn config(plan: &NetPlan, r: &Resolved) -> NetworkConfig {
     NetworkConfig {
         gateway_ip: plan.gateway_ip,
         vm_ip: plan.vm_ip,
-        pod_ip: Some(r.pod_ip),
+        pod_ip: r.pod_ip,
         tap_device: plan.tap.clone(),
         prefix_len: plan.prefix_len,
         vm_mac: Some(plan.effective_mac()),

@@ -670,10 +670,111 @@ fn root_traffic_only_listed_ports_reach_the_vm_and_the_vm_is_masqueraded() {
     let mut c2375 = connect_from(&lab.peer, POD_IP, 2375, 30);
     let refused = c2375.line();
     assert!(refused.contains("Connection refused"), "{refused}");
+    // A process in the pod reaching its own pod IP on 22 gets the VM too.
+    let _local = connect_from(&lab.pod, POD_IP, 22, 30);
+    let mut line = vm.line();
+    while line.starts_with(&format!("tcp {PEER_IP} ")) {
+        line = vm.line();
+    }
+    assert_eq!(line, format!("tcp {POD_IP} 172.16.0.2 22"));
+    // A neighbour routing the VM subnet via the pod cannot reach other VM ports.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.peer,
+        "route",
+        "add",
+        "172.16.0.0/24",
+        "via",
+        POD_IP,
+    ]);
+    let mut direct = connect_from(&lab.peer, "172.16.0.2", 2375, 2);
+    let blocked = direct.line();
+    assert!(blocked.starts_with("error"), "{blocked}");
     let rest = vm.rest();
     assert!(
         rest.iter()
             .all(|l| l.ends_with(" 22") || l.ends_with(" 2200")),
         "unexpected traffic reached the VM: {rest:?}"
+    );
+}
+
+#[test]
+fn root_without_a_default_route_the_first_addressed_interface_is_the_uplink() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    sh(&["ip", "-n", &lab.pod, "route", "del", "default"]);
+    let out = lab.setup_ok(&["--forward-port", "none"]);
+    assert!(
+        stderr(&out).contains("no IPv4 default route; using eth0"),
+        "{}",
+        stderr(&out)
+    );
+    let cfg = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(
+        cfg.contains("UPLINK=eth0\n") && cfg.contains("FORWARD_PORTS=\n"),
+        "{cfg}"
+    );
+    let table = lab.table().unwrap();
+    assert!(dnats(&table, "prerouting").is_empty());
+    assert!(dnats(&table, "output").is_empty());
+}
+
+#[test]
+fn root_a_namespace_without_any_uplink_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    sh(&["ip", "-n", &lab.pod, "link", "del", "eth0"]);
+    let before = lab.state();
+    let out = lab.setup(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no uplink found"), "{}", stderr(&out));
+    assert_eq!(lab.state(), before);
+}
+
+#[test]
+fn root_the_original_environment_variables_are_honoured() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod,
+            BIN,
+            "network-setup",
+            "--config-out",
+        ])
+        .arg(lab.config_path())
+        .env("TAP_DEVICE_NAME", "vmtap7")
+        .env("GATEWAY_IP", "192.168.77.1")
+        .env("VM_IP", "192.168.77.9")
+        .env("PREFIX_LEN", "28")
+        .env("UPLINK", "eth0")
+        .env("POD_IP", POD_IP)
+        .env("FORWARD_PORTS", "2201:22")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert_eq!(
+        cfg,
+        format!(
+            "GATEWAY_IP=192.168.77.1\nVM_IP=192.168.77.9\nPOD_IP={POD_IP}\nTAP_DEVICE=vmtap7\nPREFIX_LEN=28\nVM_MAC=06:00:c0:a8:4d:09\nUPLINK=eth0\nFORWARD_PORTS=2201:22\n"
+        )
+    );
+    let addrs = lab.json(&["addr", "show", "dev", "vmtap7"]);
+    assert_eq!(addrs[0]["addr_info"][0]["local"], "192.168.77.1");
+    assert_eq!(addrs[0]["addr_info"][0]["prefixlen"], 28);
+    let table = lab.table().unwrap();
+    assert_eq!(
+        dnats(&table, "prerouting"),
+        vec![(2201, "192.168.77.9".into(), 22)]
     );
 }
