@@ -1,8 +1,12 @@
 //! `dozlab image build|cached|verify|serve`: flags and entry points.
+//!
+//! Exit codes: 0 success; 1 build failure or a verify rule failed; 2 bad
+//! usage, bad recipe, or (verify) a file that is not a readable ext4 image.
 
 use crate::build::{self, BuildOptions};
 use crate::cache;
 use crate::recipe::Recipe;
+use crate::verify;
 use anyhow::Context;
 use dozlab_core::ByteSize;
 use dozlab_core::failure::{CmdResult, Failure};
@@ -23,6 +27,21 @@ pub enum ImageCommand {
     Build(BuildArgs),
     /// Print the directory of a cached build of a profile, building it first if needed.
     Cached(CachedArgs),
+    /// Check offline (no mount, no root) that an ext4 image meets the guest requirements.
+    Verify(VerifyArgs),
+}
+
+/// `image verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The ext4 image (rootfs.ext4).
+    pub image: PathBuf,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the requirements of a feature the image is meant to lack (only `docker`).
+    #[arg(long, value_name = "FEATURE", value_parser = ["docker"])]
+    pub without: Vec<String>,
 }
 
 /// Recipe and build options shared by `build` and `cached`.
@@ -70,7 +89,26 @@ pub fn run(args: ImageArgs) -> CmdResult {
     match args.command {
         ImageCommand::Build(a) => run_build(a),
         ImageCommand::Cached(a) => run_cached(a),
+        ImageCommand::Verify(a) => run_verify(a),
     }
+}
+
+fn run_verify(args: VerifyArgs) -> CmdResult {
+    let without_docker = args.without.iter().any(|w| w == "docker");
+    let report = verify::verify(&args.image, without_docker).map_err(Failure::usage)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot encode the report")?
+        );
+    } else {
+        print!("{}", verify::render_table(&report));
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn load(args: &RecipeArgs) -> Result<(Recipe, BuildOptions), Failure> {

@@ -13,5 +13,6 @@ pub mod fetch;
 pub mod host;
 pub mod recipe;
 pub mod tree;
+pub mod verify;
 
 pub use cache::{CacheError, ensure_cached};
