@@ -95,6 +95,8 @@ pub struct Transfer {
     expected_len: Option<u64>,
     total: Option<u64>,
     received: u64,
+    /// Furthest byte ever received: only going past it counts as progress.
+    high_water: u64,
     validator: Option<HeaderValue>,
     must_reset: bool,
     retrier: Retrier,
@@ -115,6 +117,7 @@ impl Transfer {
             expected_len,
             total: expected_len,
             received: 0,
+            high_water: 0,
             validator: None,
             must_reset: false,
             retrier: Retrier::new(opts.retry),
@@ -304,7 +307,10 @@ impl Transfer {
             }
             self.received += chunk.len() as u64;
             progress.inc(chunk.len() as u64);
-            self.retrier.progressed();
+            if self.received > self.high_water {
+                self.high_water = self.received;
+                self.retrier.progressed();
+            }
             tx.send(Msg::Data(chunk))
                 .await
                 .map_err(|_| HttpError::SinkClosed)?;
