@@ -35,6 +35,12 @@ FULL = minimal(
 )
 
 
+def test_terminal_allowed_origins():
+    pod = pod_of(minimal(terminal={"allowedOrigins": ["https://portal.example.com", "https://b.example.com"]}))
+    env = env_of(container(pod, "terminal-sidecar"))
+    assert env["ALLOWED_ORIGINS"] == "https://portal.example.com,https://b.example.com"
+
+
 def pod_of(values: dict) -> dict:
     objs = render_all(values)
     validate_k8s(objs)
@@ -215,6 +221,8 @@ def test_pod_wiring_to_the_dozlab_subcommands():
     env = env_of(term)
     assert (env["VM_IP"], env["VM_SSH_PORT"], env["SESSION_ID"]) == ("172.16.0.2", "22", "alice-001")
     assert env["SSH_KEY_PATH"] == "/shared/vm-ssh-key" and env["KNOWN_HOSTS_PATH"] == "/shared/known_hosts"
+    assert (env["SSH_USER"], env["IDLE_TIMEOUT"], env["MAX_SHELLS"]) == ("root", "1h", "8")
+    assert "ALLOWED_ORIGINS" not in env
     assert term["livenessProbe"]["httpGet"]["path"] == "/health"
     assert term["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert term["volumeMounts"] == [{"name": "shared-config", "mountPath": "/shared", "readOnly": True}]
@@ -304,3 +312,23 @@ def test_notes_tell_how_to_connect_and_warn_about_data_loss():
     assert "kubectl port-forward -n default pod/lab-session-alice-001 8080:8080 8081:8081" in notes
     assert "kubectl get secret pw -n default -o jsonpath='{.data.password}' | base64 -d" in notes
     assert "EPHEMERAL" in notes and "lost when the pod ends" in notes
+
+
+def test_readme_documents_every_value():
+    import yaml as _yaml
+
+    readme = (CHART / "README.md").read_text()
+    values = _yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = []
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            path = f"{prefix}.{k}" if prefix else k
+            if k in ("resources", "securityContext", "ingressFrom", "egressTo") or not (isinstance(v, dict) and v):
+                if f"`{path}`" not in readme:
+                    missing.append(path)
+            else:
+                walk(v, path)
+
+    walk(values)
+    assert not missing, f"README.md does not document: {missing}"
