@@ -97,6 +97,16 @@ impl Lab {
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
         sh(&["ip", "-n", pod, "route", "add", "default", "via", PEER_IP]);
+        // A new namespace may inherit forwarding from the host; start from off.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            pod,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=0",
+        ]);
         lab
     }
 
@@ -159,7 +169,7 @@ impl Lab {
     /// Everything network-setup could change, for before/after comparisons.
     fn state(&self) -> String {
         let links = self.in_pod(&["ip", "-o", "link", "show"]).stdout;
-        let addrs = self.in_pod(&["ip", "-o", "addr", "show"]).stdout;
+        let addrs = self.in_pod(&["ip", "-4", "-o", "addr", "show"]).stdout;
         let rules = self.in_pod(&["nft", "list", "ruleset"]).stdout;
         let fwd = self
             .in_pod(&["cat", "/proc/sys/net/ipv4/ip_forward"])
