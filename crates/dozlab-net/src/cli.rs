@@ -15,6 +15,10 @@ pub struct Args {
     /// Name of the tap device the VM attaches to.
     #[arg(long, env = "TAP_DEVICE_NAME", default_value = "tap0")]
     pub tap: String,
+    /// User id that may attach to a newly created tap without CAP_NET_ADMIN
+    /// (e.g. the Firecracker jailer's --uid).
+    #[arg(long, env = "TAP_OWNER", value_name = "UID", default_value_t = 0)]
+    pub tap_owner: u32,
     /// Address of the tap device: the VM's default gateway.
     #[arg(long, env = "GATEWAY_IP", default_value = "172.16.0.1")]
     pub gateway_ip: Ipv4Addr,
@@ -91,6 +95,7 @@ impl Args {
     pub fn plan(&self) -> Result<NetPlan, Failure> {
         Ok(NetPlan {
             tap: self.tap.clone(),
+            tap_owner: self.tap_owner,
             gateway_ip: self.gateway_ip,
             vm_ip: self.vm_ip,
             prefix_len: self.prefix_len,

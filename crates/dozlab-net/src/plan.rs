@@ -33,6 +33,9 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub struct NetPlan {
     /// Name of the tap device for the VM.
     pub tap: String,
+    /// User id allowed to attach to the tap without `CAP_NET_ADMIN`
+    /// (set when the tap is created; 0 = root only).
+    pub tap_owner: u32,
     /// Address of the tap device: the VM's default gateway.
     pub gateway_ip: Ipv4Addr,
     /// The VM's address.
@@ -98,6 +101,8 @@ pub enum PlanError {
         "invalid VM MAC {0:?}: write six hex pairs like 06:00:ac:10:00:02 with the multicast bit clear"
     )]
     Mac(String),
+    #[error("tap owner {0} is not a valid user id: use 0-2147483647")]
+    TapOwner(u32),
     #[error("config output {0} is a directory: give a file path such as /shared/network-config")]
     ConfigIsDir(String),
 }
@@ -107,6 +112,9 @@ impl NetPlan {
     pub fn validate(&self) -> Result<(), PlanError> {
         if !is_valid_ifname(&self.tap) {
             return Err(PlanError::TapName(self.tap.clone()));
+        }
+        if i32::try_from(self.tap_owner).is_err() {
+            return Err(PlanError::TapOwner(self.tap_owner));
         }
         if let Some(up) = &self.uplink {
             validate_uplink_name(up)?;
@@ -276,6 +284,7 @@ mod tests {
     fn plan() -> NetPlan {
         NetPlan {
             tap: "tap0".into(),
+            tap_owner: 0,
             gateway_ip: "172.16.0.1".parse().unwrap(),
             vm_ip: "172.16.0.2".parse().unwrap(),
             prefix_len: 24,

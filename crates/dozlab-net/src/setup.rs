@@ -235,7 +235,7 @@ async fn ensure_tap(
         tracing::info!("reusing tap device {}", t.name);
         return Ok(t.index);
     }
-    tap::create_persistent_tap(&plan.tap)?;
+    tap::create_persistent_tap(&plan.tap, plan.tap_owner)?;
     let link = nl.link(&plan.tap).await?;
     let index = link.map(|l| l.index).ok_or_else(|| tap::TapError::SetIff {
         name: plan.tap.clone(),

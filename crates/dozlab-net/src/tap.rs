@@ -48,9 +48,9 @@ pub enum TapError {
     },
 }
 
-/// Creates the persistent tap device `name` owned by root. Fails if a device
-/// of that name already exists (`IFF_TUN_EXCL`).
-pub fn create_persistent_tap(name: &str) -> Result<(), TapError> {
+/// Creates the persistent tap device `name` owned by user `owner`. Fails if
+/// a device of that name already exists (`IFF_TUN_EXCL`).
+pub fn create_persistent_tap(name: &str, owner: u32) -> Result<(), TapError> {
     ensure_tun_node();
     let file = OpenOptions::new()
         .read(true)
@@ -71,8 +71,10 @@ pub fn create_persistent_tap(name: &str) -> Result<(), TapError> {
         what,
         source,
     };
+    let owner =
+        libc::c_int::try_from(owner).map_err(|_| configure("TUNSETOWNER", nix::Error::EINVAL))?;
     // SAFETY: plain integer ioctls on the descriptor attached to our device.
-    unsafe { tunsetowner(fd, 0) }.map_err(|e| configure("TUNSETOWNER", e))?;
+    unsafe { tunsetowner(fd, owner) }.map_err(|e| configure("TUNSETOWNER", e))?;
     // SAFETY: as above.
     unsafe { tunsetpersist(fd, 1) }.map_err(|e| configure("TUNSETPERSIST", e))?;
     Ok(())

@@ -61,6 +61,7 @@ impl Drop for Netns {
 fn plan(dir: &std::path::Path) -> NetPlan {
     NetPlan {
         tap: "vmtap".into(),
+        tap_owner: 0,
         gateway_ip: "172.16.9.1".parse().unwrap(),
         vm_ip: "172.16.9.2".parse().unwrap(),
         prefix_len: 24,

@@ -286,6 +286,8 @@ fn root_sets_up_tap_forwarding_rules_and_config() {
     assert_eq!(tap["linkinfo"]["info_data"]["type"], "tap");
     assert_eq!(tap["linkinfo"]["info_data"]["pi"], false);
     assert_eq!(tap["linkinfo"]["info_data"]["persist"], true);
+    let user = &tap["linkinfo"]["info_data"]["user"];
+    assert!(user == "root" || user == 0, "owned by root: {user}");
     let flags: Vec<&str> = tap["flags"]
         .as_array()
         .unwrap()
@@ -466,6 +468,7 @@ fn root_bad_input_is_refused_and_changes_nothing() {
             "overlaps 10.200.0.2/24 on eth0",
         ),
         (&["--vm-mac", "01:00:5e:00:00:01"], 2, "invalid VM MAC"),
+        (&["--tap-owner", "4294967295"], 2, "not a valid user id"),
     ];
     for (args, code, needle) in cases {
         let out = lab.setup(args);
@@ -769,6 +772,7 @@ fn root_the_original_environment_variables_are_honoured() {
         .env("UPLINK", "eth0")
         .env("POD_IP", POD_IP)
         .env("FORWARD_PORTS", "2201:22")
+        .env("TAP_OWNER", "1234")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -782,6 +786,7 @@ fn root_the_original_environment_variables_are_honoured() {
     let addrs = lab.json(&["addr", "show", "dev", "vmtap7"]);
     assert_eq!(addrs[0]["addr_info"][0]["local"], "192.168.77.1");
     assert_eq!(addrs[0]["addr_info"][0]["prefixlen"], 28);
+    assert_eq!(lab.tun_links()[0]["linkinfo"]["info_data"]["user"], 1234);
     let table = lab.table().unwrap();
     assert_eq!(
         dnats(&table, "prerouting"),
