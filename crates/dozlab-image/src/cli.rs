@@ -6,6 +6,7 @@
 use crate::build::{self, BuildOptions};
 use crate::cache;
 use crate::recipe::Recipe;
+use crate::serve;
 use crate::verify;
 use anyhow::Context;
 use dozlab_core::ByteSize;
@@ -29,6 +30,18 @@ pub enum ImageCommand {
     Cached(CachedArgs),
     /// Check offline (no mount, no root) that an ext4 image meets the guest requirements.
     Verify(VerifyArgs),
+    /// Serve built images over HTTP (Range requests) with an index.json catalog.
+    Serve(ServeArgs),
+}
+
+/// `image serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory holding builds (itself and up to two levels of subdirectories are indexed).
+    pub dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// `image verify`.
@@ -90,7 +103,27 @@ pub fn run(args: ImageArgs) -> CmdResult {
         ImageCommand::Build(a) => run_build(a),
         ImageCommand::Cached(a) => run_cached(a),
         ImageCommand::Verify(a) => run_verify(a),
+        ImageCommand::Serve(a) => run_serve(a),
     }
+}
+
+fn run_serve(args: ServeArgs) -> CmdResult {
+    if !args.dir.is_dir() {
+        return Err(Failure::usage(serve::ServeError::NotADirectory(
+            args.dir.display().to_string(),
+        )));
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let dir = args.dir.clone();
+    rt.block_on(serve::serve(&dir, args.listen, |bound| {
+        println!("listening on http://{bound}");
+        eprintln!(
+            "serving {} (index: http://{bound}/index.json); Ctrl-C to stop",
+            dir.display()
+        );
+    }))
+    .map_err(anyhow::Error::from)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_verify(args: VerifyArgs) -> CmdResult {

@@ -141,3 +141,88 @@ fn install(src: &Path, f: &RemoteFile, overlay: &Path) -> Result<(), FetchError>
     let mode = parse_mode(&f.mode).unwrap_or(0o644);
     fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io_err(&dest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// A one-file HTTP server on loopback: `/tool` answers `body`, anything else 404.
+    fn serve(body: &'static [u8], requests: usize) -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let mut stream = stream.unwrap();
+                let mut line = String::new();
+                BufReader::new(&stream).read_line(&mut line).unwrap();
+                let (status, payload): (&str, &[u8]) = if line.starts_with("GET /tool ") {
+                    ("200 OK", body)
+                } else {
+                    ("404 Not Found", b"no")
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    payload.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(payload).unwrap();
+            }
+        });
+        (base, handle)
+    }
+
+    fn pinned(url: String, body: &[u8]) -> RemoteFile {
+        RemoteFile {
+            url,
+            sha256: hex::encode(Sha256::digest(body)),
+            dest: "/usr/local/bin/tool".into(),
+            mode: "0755".into(),
+        }
+    }
+
+    #[test]
+    fn pinned_file_is_downloaded_checked_cached_and_placed() {
+        let (base, server) = serve(b"#!/bin/sh\necho tool\n", 1);
+        let dir = tempfile::tempdir().unwrap();
+        let (overlay, cache) = (dir.path().join("overlay"), dir.path().join("cache"));
+        let file = pinned(format!("{base}/tool"), b"#!/bin/sh\necho tool\n");
+        fetch_files(std::slice::from_ref(&file), &overlay, Some(&cache)).unwrap();
+        server.join().unwrap();
+        let placed = overlay.join("usr/local/bin/tool");
+        assert_eq!(fs::read(&placed).unwrap(), b"#!/bin/sh\necho tool\n");
+        assert_eq!(
+            fs::metadata(&placed).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        // The server is gone: a second build takes the file from the cache.
+        let overlay2 = dir.path().join("overlay2");
+        fetch_files(&[file], &overlay2, Some(&cache)).unwrap();
+        assert!(overlay2.join("usr/local/bin/tool").is_file());
+    }
+
+    #[test]
+    fn wrong_pin_and_missing_file_fail_and_keep_nothing() {
+        let (base, server) = serve(b"tampered", 2);
+        let dir = tempfile::tempdir().unwrap();
+        let (overlay, cache) = (dir.path().join("overlay"), dir.path().join("cache"));
+        let file = pinned(format!("{base}/tool"), b"the real thing");
+        let err = fetch_files(&[file], &overlay, Some(&cache)).unwrap_err();
+        assert!(matches!(err, FetchError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains("does not match its pin"));
+        let missing = pinned(format!("{base}/other"), b"x");
+        let err = fetch_files(&[missing], &overlay, Some(&cache)).unwrap_err();
+        assert!(
+            matches!(err, FetchError::Status { status: 404, .. }),
+            "{err}"
+        );
+        server.join().unwrap();
+        assert_eq!(
+            fs::read_dir(&cache).unwrap().count(),
+            0,
+            "no partial download kept"
+        );
+        assert!(!overlay.join("usr/local/bin/tool").exists());
+    }
+}

@@ -12,6 +12,7 @@ pub mod customize;
 pub mod fetch;
 pub mod host;
 pub mod recipe;
+pub mod serve;
 pub mod tree;
 pub mod verify;
 
