@@ -16,9 +16,9 @@ if ! git rev-parse --git-dir >/dev/null 2>&1; then
   exit 0
 fi
 if git diff --quiet -- "$dist" && [ -z "$(git ls-files --others --exclude-standard -- "$dist")" ]; then
-  echo "terminal bundle is current: 1 passed, 0 failed"
+  echo "terminal bundle is current"; echo "web-bundle: 1 passed, 0 failed"
 else
   git diff --stat -- "$dist"
-  echo "terminal bundle is stale: run scripts/setup and commit $dist: 0 passed, 1 failed"
+  echo "terminal bundle is stale: run scripts/setup and commit $dist"; echo "web-bundle: 0 passed, 1 failed"
   exit 1
 fi

@@ -12,8 +12,14 @@ async fn chromium_logs_in_and_runs_echo_hello() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     for (path, fix) in [
-        (web.join("node_modules/playwright-core"), "run scripts/setup (npm install in crates/dozlab-terminal/web)"),
-        (Path::new(&chromium).to_path_buf(), "install chromium (scripts/setup)"),
+        (
+            web.join("node_modules/playwright-core"),
+            "run scripts/setup (npm install in crates/dozlab-terminal/web)",
+        ),
+        (
+            Path::new(&chromium).to_path_buf(),
+            "install chromium (scripts/setup)",
+        ),
     ] {
         if !path.exists() {
             eprintln!("SKIP: {} is missing: {fix}", path.display());
@@ -22,7 +28,8 @@ async fn chromium_logs_in_and_runs_echo_hello() {
     }
     let Some(sshd) = Sshd::start() else { return };
     let (addr, _) = serve(settings(), limits(), target(&sshd)).await;
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/terminal.png");
+    let shot =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/terminal.png");
     let _ = std::fs::remove_file(&shot);
     let mut child = tokio::process::Command::new("node")
         .arg("tests/browser.mjs")
@@ -37,6 +44,9 @@ async fn chromium_logs_in_and_runs_echo_hello() {
         .await
         .expect("the browser test finishes")
         .unwrap();
-    assert!(status.success(), "the browser test failed (see its output above)");
+    assert!(
+        status.success(),
+        "the browser test failed (see its output above)"
+    );
     assert!(shot.exists(), "a screenshot was saved");
 }
