@@ -30,9 +30,11 @@ pub enum ChildError {
     },
 }
 
-/// The running `dozlab` binary (children run the very same build).
+/// The running `dozlab` binary. `/proc/self/exe` rather than its path: it
+/// still works when the file was replaced (a rebuild) while the session
+/// runs, and every child runs exactly the supervisor's build.
 pub fn self_exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+    PathBuf::from("/proc/self/exe")
 }
 
 /// Makes `cmd` enter the namespace behind `netns` right before exec, like

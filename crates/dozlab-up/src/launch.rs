@@ -83,7 +83,11 @@ pub fn detached(layout: &Layout, name: &str, add_name: bool) -> CmdResult {
     let _ = supervisor.try_wait();
     match result {
         Some(Ok(())) => Ok(ExitCode::SUCCESS),
-        Some(Err((code, message))) => Err(Failure::new(code, anyhow::anyhow!(message))),
+        Some(Err((code, message))) => {
+            // It is cleaning up; return once nothing is left.
+            let _ = supervisor.wait();
+            Err(Failure::new(code, anyhow::anyhow!(message)))
+        }
         None => {
             let _ = supervisor.wait();
             let tail = child::tail(&log, 20);

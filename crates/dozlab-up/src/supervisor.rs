@@ -432,7 +432,8 @@ async fn profile_image(ctx: &mut Ctx<'_>, profile: &str) -> Result<PathBuf, Star
     let (p, cache) = (profile.to_string(), ctx.cfg.cache.clone());
     let dir = tokio::task::spawn_blocking(move || crate::images::ensure_profile(&p, &cache))
         .await
-        .map_err(anyhow::Error::from)??;
+        .map_err(anyhow::Error::from)?
+        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })?;
     Ok(image::rootfs_in_dir(&dir)?)
 }
 
@@ -529,6 +530,8 @@ async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
         ctx.log("console").display().to_string(),
         "--session-id".into(),
         ctx.s.name.clone(),
+        "--boot-timeout".into(),
+        ctx.cfg.ready_timeout.as_secs().to_string(),
     ];
     let mut vm = ctx.spawn("vm", &args, true)?;
     let deadline = Instant::now() + ctx.cfg.ready_timeout;

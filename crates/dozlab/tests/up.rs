@@ -1,0 +1,726 @@
+//! CLI tests of `dozlab up|down|ls|logs`, run as root with real parts: real
+//! network namespaces, veth pairs, tap devices, nftables tables, QEMU/TCG
+//! boots of the cached `vm` image, the real terminal over HTTP + WebSocket,
+//! SSH and the VM's Docker through the published loopback ports.
+//!
+//! Each test uses its own DOZLAB_RUN_DIR / DOZLAB_DATA_DIR and session names
+//! with the test's pid, and checks after every failure or `down` that no
+//! process, namespace, interface, nftables table or file is left.
+//! The cheap failure tests boot nothing; one test boots two sessions side by
+//! side and checks everything on both; one boots a VM whose sshd is masked.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Skips (with the reason) where root cannot exist; CI runs as root.
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespaces, tap, nftables)");
+            return;
+        }
+    };
+}
+
+/// A private pair of state roots for one test.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run_root(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("DOZLAB_RUN_DIR", self.run_root())
+            .env("DOZLAB_DATA_DIR", self.data_root())
+            .env_remove("DOZLAB_IMAGE");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("dozlab runs")
+    }
+
+    /// Asserts that nothing of session `name` (slot `slot` when known) is left.
+    fn assert_nothing_left(&self, name: &str, slot: Option<u8>) {
+        let data = self.data_root().join("sessions").join(name);
+        let run = self.run_root().join("sessions").join(name);
+        assert!(!data.exists(), "data dir {} is left", data.display());
+        assert!(!run.exists(), "run dir {} is left", run.display());
+        let ns = format!("dozlab-{name}");
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "namespace {ns} is left"
+        );
+        let nft = Command::new("nft")
+            .args(["list", "table", "ip", &ns])
+            .output()
+            .unwrap();
+        assert!(!nft.status.success(), "nftables table ip {ns} is left");
+        if let Some(n) = slot {
+            assert!(
+                !Path::new(&format!("/sys/class/net/dzl{n}h")).exists(),
+                "veth dzl{n}h is left"
+            );
+        }
+        let marker = data.display().to_string();
+        let procs = processes_mentioning(&marker);
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+    }
+}
+
+/// Pids whose command line mentions `text` (the session's data dir is in
+/// every component's arguments and in QEMU's drive path).
+fn processes_mentioning(text: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(text)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn name(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id() % 100_000)
+}
+
+/// A 32 MiB ext4 with a file and no kernel: passes the image phase, fails to boot.
+fn tiny_ext4(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "tiny\n").unwrap();
+    let img = dir.join("tiny.ext4");
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    img
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let out = Command::new(BIN).args(["up", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--image",
+        "--name",
+        "--cpus",
+        "--memory",
+        "--disk",
+        "--port",
+        "--vmm",
+        "--accel",
+        "--vscode",
+        "--forward",
+        "--detach",
+        "--ready-timeout",
+        "--no-internet",
+        "--cache",
+    ] {
+        assert!(help.contains(flag), "up --help mentions {flag}");
+    }
+    assert!(
+        !help.contains("supervise-internal"),
+        "internal flag is hidden"
+    );
+}
+
+#[test]
+fn root_missing_image_file_is_a_usage_error_and_leaves_nothing() {
+    need_root!();
+    let env = Env::new();
+    let n = name("missing");
+    let out = env.run(&["up", "--name", &n, "--image", "/nonexistent/rootfs.ext4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/rootfs.ext4 not found"),
+        "{}",
+        text(&out)
+    );
+    env.assert_nothing_left(&n, None);
+    let ls = env.run(&["ls"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("No sessions"));
+}
+
+#[test]
+fn root_taken_port_is_refused_and_leaves_nothing() {
+    need_root!();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let img = tiny_ext4(dir.path());
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let n = name("port");
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        img.to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("port {port} on 127.0.0.1 is already in use")),
+        "{}",
+        text(&out)
+    );
+    env.assert_nothing_left(&n, None);
+    // The same for a --forward port, with --detach (the launcher path).
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        img.to_str().unwrap(),
+        "--forward",
+        &port,
+        "--detach",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("--forward {port}")),
+        "{}",
+        text(&out)
+    );
+    env.assert_nothing_left(&n, None);
+}
+
+/// A tiny HTTP server that answers every request with 404.
+fn not_found_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn root_bad_url_fails_with_the_http_status_and_leaves_nothing() {
+    need_root!();
+    let env = Env::new();
+    let port = not_found_server();
+    let n = name("url");
+    let url = format!("http://127.0.0.1:{port}/no-such-image.ext4");
+    let cache = tempfile::tempdir().unwrap();
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        &url,
+        "--cache",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("cannot fetch the image") && t.contains(&url),
+        "{t}"
+    );
+    assert!(t.contains("404"), "the HTTP status is shown: {t}");
+    env.assert_nothing_left(&n, None);
+}
+
+#[test]
+fn root_unbootable_image_fails_after_the_network_phase_and_removes_it() {
+    need_root!();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let img = tiny_ext4(dir.path());
+    let n = name("noboot");
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        img.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--detach",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("✓ network"), "the network phase ran: {t}");
+    assert!(
+        t.contains("no kernel"),
+        "the VM runner's cause is shown: {t}"
+    );
+    let slot = slot_from(&t);
+    env.assert_nothing_left(&n, slot);
+}
+
+/// The slot N from "VM 172.16.N.2" in the output.
+fn slot_from(t: &str) -> Option<u8> {
+    let i = t.find("VM 172.16.")? + "VM 172.16.".len();
+    t[i..].split('.').next()?.parse().ok()
+}
+
+#[test]
+fn down_ls_and_logs_report_unknown_sessions() {
+    let env = Env::new();
+    let out = env.run(&["ls", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let out = env.run(&["logs", "no-such-session"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("no session named"), "{}", text(&out));
+    if is_root() {
+        let out = env.run(&["down", "no-such-session"]);
+        assert_eq!(out.status.code(), Some(2));
+        let out = env.run(&["up", "--name", "Bad Name", "--image", "/x"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out).contains("invalid session name"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn not_root_is_told_to_use_sudo() {
+    if !is_root() {
+        let out = Command::new(BIN).args(["up"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("sudo"), "{}", text(&out));
+        return;
+    }
+    // As root: drop to nobody with setpriv (util-linux) to see the message.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            BIN,
+            "up",
+        ])
+        .output();
+    match out {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("Permission denied") => {
+            assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+            assert!(text(&out).contains("must run as root"), "{}", text(&out));
+            assert!(text(&out).contains("sudo"), "{}", text(&out));
+        }
+        _ => eprintln!("skipped: cannot run the binary as nobody here"),
+    }
+}
+
+// ---------------------------------------------------------------- boots --
+
+/// Directory of the cached `vm` image (built once; minutes the first time).
+fn vm_image() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/test-image"))
+        .arg("vm")
+        .env("DOZLAB_BIN", BIN)
+        .output()
+        .expect("scripts/test-image runs");
+    assert!(
+        out.status.success(),
+        "building the vm image: {}",
+        text(&out)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+}
+
+/// `ls --json` entry of `name`.
+fn record(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.run(&["ls", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in ls: {}", text(&out)))
+}
+
+/// Logs in to the terminal and returns the session cookie.
+fn login(port: u16, password: &str) -> String {
+    let body = format!("password={password}");
+    let req = format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("no cookie from /login: {resp}"))
+}
+
+/// A minimal WebSocket client (RFC 6455) over a plain TCP stream.
+struct Ws {
+    s: TcpStream,
+}
+
+impl Ws {
+    fn open(port: u16, cookie: &str) -> Self {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "WebSocket upgrade refused: {head}"
+        );
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Self { s }
+    }
+
+    fn send(&mut self, opcode: u8, payload: &[u8]) {
+        let mut f = vec![0x80 | opcode];
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&f).unwrap();
+    }
+
+    /// Next frame (opcode, payload), or None on timeout.
+    fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; 2];
+        if self.s.read_exact(&mut h).is_err() {
+            return None;
+        }
+        let mut len = (h[1] & 0x7f) as u64;
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.s.read_exact(&mut b).ok()?;
+            len = u16::from_be_bytes(b) as u64;
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.s.read_exact(&mut b).ok()?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut p = vec![0u8; len as usize];
+        self.s.read_exact(&mut p).ok()?;
+        Some((h[0] & 0x0f, p))
+    }
+
+    /// Types `line` and collects output until `marker` appears.
+    fn run_until(&mut self, line: &str, marker: &str, timeout: Duration) -> String {
+        self.send(2, line.as_bytes());
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            if let Some((op, p)) = self.recv()
+                && op == 2
+            {
+                out.extend_from_slice(&p);
+                if String::from_utf8_lossy(&out).contains(marker) {
+                    break; // the command line echoes `END-$((6*7))`, only the shell prints this
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Everything a user gets from a ready session, checked for real.
+fn check_session(env: &Env, name: &str) -> u8 {
+    let r = record(env, name);
+    assert_eq!(r["state"], "ready", "{r}");
+    let port = r["ports"]["terminal"].as_u64().unwrap() as u16;
+    let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
+    // The terminal: log in, open a shell over the WebSocket, run commands.
+    let cookie = login(port, password.trim());
+    let mut ws = Ws::open(port, &cookie);
+    ws.send(1, br#"{"type":"resize","cols":120,"rows":40}"#);
+    let out = ws.run_until(
+        "uname -a; docker info --format 'docker={{.ServerVersion}}'; echo END-$((6*7))\r",
+        "END-42",
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.contains("Linux dozlab"),
+        "uname output in the shell: {out}"
+    );
+    assert!(
+        out.contains("docker=2"),
+        "docker info against the VM's Docker: {out}"
+    );
+    // SSH straight to the VM through the published port, host key verified.
+    let shared = Path::new(r["data_dir"].as_str().unwrap()).join("shared");
+    let ssh_port = r["ports"]["ssh"].as_u64().unwrap().to_string();
+    let ssh = Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(shared.join("vm-ssh-key"))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            shared.join("host_known_hosts").display()
+        ))
+        .args([
+            "-p",
+            &ssh_port,
+            "root@127.0.0.1",
+            "cat /proc/sys/kernel/hostname",
+        ])
+        .output()
+        .unwrap();
+    assert!(ssh.status.success(), "ssh: {}", text(&ssh));
+    // DOCKER_HOST=tcp://127.0.0.1:PORT reaches the VM's dockerd.
+    let docker = r["ports"]["docker"].as_u64().unwrap() as u16;
+    let mut s = TcpStream::connect(("127.0.0.1", docker)).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.ends_with("OK"),
+        "docker ping: {resp}"
+    );
+    // The pod: a namespace with the tap, the VM's subnet only inside it.
+    let ns = format!("dozlab-{name}");
+    let tap = Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "link", "show", "tap0"])
+        .output()
+        .unwrap();
+    assert!(tap.status.success(), "tap0 inside {ns}: {}", text(&tap));
+    let vm_ip = r["net"]["vm_ip"].as_str().unwrap().to_string();
+    let route = Command::new("ip")
+        .args(["route", "get", &vm_ip])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&route.stdout).contains("dzl"),
+        "the host must have no route into the session: {}",
+        text(&route)
+    );
+    r["net"]["index"].as_u64().unwrap() as u8
+}
+
+#[test]
+fn root_two_sessions_side_by_side_end_to_end() {
+    need_root!();
+    let image = vm_image();
+    let env = Env::new();
+    let (a, b) = (name("a"), name("b"));
+    let img = image.to_str().unwrap().to_string();
+    let start = |n: &str| {
+        let mut c = env.cmd(&[
+            "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg",
+        ]);
+        c.args(["--memory", "768", "--cpus", "1", "--ready-timeout", "600"]);
+        c.spawn().unwrap()
+    };
+    let (ca, cb) = (start(&a), start(&b));
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    let cleanup = |env: &Env| {
+        let _ = env.run(&["down", "--all"]);
+    };
+    if !oa.status.success() || !ob.status.success() {
+        cleanup(&env);
+        panic!("up failed:\n{}\n{}", text(&oa), text(&ob));
+    }
+    for o in [&oa, &ob] {
+        let t = text(o);
+        for want in [
+            "Terminal:  http://127.0.0.1:",
+            "Password:",
+            "SSH:       ssh -i",
+            "DOCKER_HOST=tcp://127.0.0.1:",
+        ] {
+            assert!(t.contains(want), "ready block has {want:?}: {t}");
+        }
+    }
+    let result = std::panic::catch_unwind(|| {
+        let (sa, sb) = (check_session(&env, &a), check_session(&env, &b));
+        assert_ne!(sa, sb, "distinct subnets");
+        let (ra, rb) = (record(&env, &a), record(&env, &b));
+        assert_ne!(
+            ra["ports"]["terminal"], rb["ports"]["terminal"],
+            "distinct ports"
+        );
+        let ls = String::from_utf8_lossy(&env.run(&["ls"]).stdout).into_owned();
+        assert!(
+            ls.contains(&a) && ls.contains(&b) && ls.contains("ready"),
+            "{ls}"
+        );
+        let logs = env.run(&["logs", &a, "--component", "console", "-n", "5"]);
+        assert!(
+            logs.status.success() && !logs.stdout.is_empty(),
+            "{}",
+            text(&logs)
+        );
+        (sa, sb, rb)
+    });
+    let Ok((sa, sb, rb)) = result else {
+        cleanup(&env);
+        std::panic::resume_unwind(result.unwrap_err());
+    };
+    // Kill B's supervisor outright: `down` must still remove everything.
+    let sup = rb["supervisor"]["pid"].as_u64().unwrap() as i32;
+    Command::new("kill")
+        .args(["-KILL", &sup.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(String::from_utf8_lossy(&env.run(&["ls"]).stdout).contains("dead"));
+    let down_b = env.run(&["down", &b]);
+    assert!(down_b.status.success(), "{}", text(&down_b));
+    env.assert_nothing_left(&b, Some(sb));
+    // A is untouched by B's end, then stops cleanly.
+    assert_eq!(record(&env, &a)["state"], "ready");
+    let down_a = env.run(&["down", &a]);
+    assert!(down_a.status.success(), "{}", text(&down_a));
+    assert!(
+        text(&down_a).contains("stopped and removed"),
+        "{}",
+        text(&down_a)
+    );
+    env.assert_nothing_left(&a, Some(sa));
+    assert_eq!(
+        String::from_utf8_lossy(&env.run(&["ls", "--json"]).stdout).trim(),
+        "[]"
+    );
+}
+
+#[test]
+fn root_vm_that_never_becomes_ready_times_out_and_leaves_nothing() {
+    need_root!();
+    let image = vm_image();
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of the image whose sshd is masked: it boots, but SSH never answers.
+    let img = dir.path().join("rootfs.ext4");
+    let st = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(image.join("rootfs.ext4"))
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mask = Command::new("debugfs")
+        .args([
+            "-w",
+            "-R",
+            "symlink /etc/systemd/system/ssh.service /dev/null",
+        ])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(mask.status.success(), "{}", text(&mask));
+    let env = Env::new();
+    let n = name("never");
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        img.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--ready-timeout",
+        "20",
+        "--no-internet",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("not ready within 20 s") || t.contains("ready"),
+        "{t}"
+    );
+    assert!(t.contains("console"), "the console tail is shown: {t}");
+    env.assert_nothing_left(&n, slot_from(&t));
+}
