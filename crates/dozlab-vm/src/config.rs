@@ -163,9 +163,6 @@ pub fn plan(a: &RunArgs, host: &Host) -> Result<Plan, ConfigError> {
     }
     let file = load_netconfig(&a.network_config)?;
     let (net, tap) = network(a, file.as_ref())?;
-    if !host.sys_net.join(&tap).join("tun_flags").exists() {
-        return Err(ConfigError::NoTap(tap));
-    }
     check_rootfs(&a.rootfs)?;
     let fs4 = bootfiles::open_image(&a.rootfs)?;
     let (kernel, initrd) = boot_files(a, &fs4)?;
@@ -176,6 +173,9 @@ pub fn plan(a: &RunArgs, host: &Host) -> Result<Plan, ConfigError> {
     };
     drop(fs4);
     let (attempts, qemu_bin, firecracker_bin) = attempts(a, host)?;
+    if !host.sys_net.join(&tap).join("tun_flags").exists() {
+        return Err(ConfigError::NoTap(tap));
+    }
     let forwards = if a.forward_ports.is_empty() {
         file.map(|f| f.forward_ports).unwrap_or_default()
     } else {
