@@ -15,6 +15,7 @@
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     ip saddr SUBNET/LEN oifname UPLINK masquerade }
 //!   chain forward     { type filter hook forward priority filter; policy accept;
+//!     tcp flags syn tcp option maxseg size set rt mtu
 //!     iifname TAP accept
 //!     oifname TAP ct state established,related accept
 //!     oifname TAP ip daddr VM_IP tcp dport VMPORT ct status dnat accept      # per port
@@ -164,6 +165,34 @@ fn ct_state(states: &[&'static str]) -> Expression<'static> {
     Expression::List(states.iter().map(|st| s(st)).collect())
 }
 
+/// `tcp flags syn tcp option maxseg size set rt mtu`: the VM's MTU is 1500
+/// while pod networks are often smaller (overlays); the kernel only ever
+/// lowers the MSS here.
+fn mss_clamp_rule() -> NfListObject<'static> {
+    let mss = Expression::Named(NamedExpression::TcpOption(nftables::expr::TcpOption {
+        name: "maxseg".into(),
+        field: Some("size".into()),
+    }));
+    let route_mtu = Expression::Named(NamedExpression::RT(nftables::expr::RT {
+        key: nftables::expr::RTKey::MTU,
+        family: None,
+    }));
+    rule(
+        "forward",
+        vec![
+            Statement::Match(Match {
+                left: field("tcp", "flags"),
+                right: s("syn"),
+                op: Operator::IN,
+            }),
+            Statement::Mangle(nftables::stmt::Mangle {
+                key: mss,
+                value: route_mtu,
+            }),
+        ],
+    )
+}
+
 fn forward_rules(spec: &RuleSpec<'_>) -> Vec<NfListObject<'static>> {
     let ct = |key: &'static str| {
         Expression::Named(NamedExpression::CT(nftables::expr::CT {
@@ -173,6 +202,7 @@ fn forward_rules(spec: &RuleSpec<'_>) -> Vec<NfListObject<'static>> {
         }))
     };
     let mut rules = vec![
+        mss_clamp_rule(),
         rule(
             "forward",
             vec![

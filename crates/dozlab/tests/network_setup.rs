@@ -317,6 +317,14 @@ fn root_sets_up_tap_forwarding_rules_and_config() {
     assert!(post.contains("masquerade"), "{post}");
     assert!(post.contains(r#""addr":"172.16.0.0","len":24"#), "{post}");
     assert!(post.contains(r#""right":"eth0""#), "{post}");
+    let fwd = serde_json::to_string(&chain_rules(&table, "forward")).unwrap();
+    assert!(fwd.contains(r#""name":"maxseg""#), "MSS clamping: {fwd}");
+    let last = chain_rules(&table, "forward").pop().unwrap();
+    assert_eq!(
+        last[1],
+        serde_json::json!({"drop": null}),
+        "ends in a drop: {last}"
+    );
     let mut numbers = Vec::new();
     all_numbers(&table, &mut numbers);
     for port in [8080, 8081, 2375] {
