@@ -93,8 +93,8 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Response {
-    if let Err(res) = st.guard(&headers) {
-        return res;
+    if let Err(refusal) = st.guard(&headers) {
+        return refusal.into_response();
     }
     match do_upload(&st, &q.name, body).await {
         Ok(n) => {
@@ -132,8 +132,8 @@ async fn download(
     headers: HeaderMap,
     Query(q): Query<DownloadQuery>,
 ) -> Response {
-    if let Err(res) = st.guard(&headers) {
-        return res;
+    if let Err(refusal) = st.guard(&headers) {
+        return refusal.into_response();
     }
     match do_download(&st, &q.path).await {
         Ok(res) => res,

@@ -160,10 +160,10 @@ impl Shell {
     }
 
     fn push(&self, data: &[u8]) {
-        if let Some(rec) = &self.recorder {
-            if let Err(e) = rec.lock().expect("lock").output(data) {
-                tracing::warn!(shell = %self.id, "recording stopped: {e}");
-            }
+        if let Some(rec) = &self.recorder
+            && let Err(e) = rec.lock().expect("lock").output(data)
+        {
+            tracing::warn!(shell = %self.id, "recording failed: {e}");
         }
         let end = {
             let mut b = self.buffer.lock().expect("lock");

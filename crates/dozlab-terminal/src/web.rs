@@ -101,13 +101,13 @@ impl AppState {
         )
     }
 
-    /// Answers 403 or 401 unless the request may use the terminal.
-    pub fn guard(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// Refuses (403, then 401) unless the request may use the terminal.
+    pub fn guard(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         if !self.origin_ok(headers) {
-            return Err((StatusCode::FORBIDDEN, "origin not allowed\n").into_response());
+            return Err(Refusal::Origin);
         }
         if self.logged_in(headers).is_none() {
-            return Err((StatusCode::UNAUTHORIZED, "log in first (POST /login)\n").into_response());
+            return Err(Refusal::NotLoggedIn);
         }
         Ok(())
     }
@@ -133,6 +133,26 @@ impl AppState {
             Err(e) => {
                 tracing::error!("cannot record shell {id}: {e}");
                 None
+            }
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The Origin is neither the page's own nor allowed: 403.
+    Origin,
+    /// No valid session cookie: 401.
+    NotLoggedIn,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed\n").into_response(),
+            Refusal::NotLoggedIn => {
+                (StatusCode::UNAUTHORIZED, "log in first (POST /login)\n").into_response()
             }
         }
     }
@@ -357,8 +377,8 @@ async fn ws(
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Err(res) = st.guard(&headers) {
-        return res;
+    if let Err(refusal) = st.guard(&headers) {
+        return refusal.into_response();
     }
     let max = st.0.settings.max_frame;
     let lib_limit = max.saturating_mul(4).max(64 * 1024);

@@ -178,10 +178,7 @@ async fn security_origin_cookie_password_and_frame_size() {
         e => panic!("expected an HTTP refusal, got {e}"),
     };
     // No cookie: 401.
-    let e = ws_connect(addr, "", None, None)
-        .await
-        .err()
-        .expect("refused");
+    let e = ws_connect(addr, "", None, None).await.expect_err("refused");
     assert_eq!(status(e), 401);
     // Wrong password: 401, then the rate limit (429) even for the right one.
     for _ in 0..5 {
@@ -200,8 +197,7 @@ async fn bad_origin_is_403_and_oversized_frames_close_with_1009() {
     assert!(cookie.starts_with("dozlab_terminal="));
     let e = ws_connect(addr, "", Some(&cookie), Some("https://evil.example.com"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(e, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 403),
         "{e}"
