@@ -99,6 +99,17 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// Whatever a test left running (a failed assertion) is stopped before
+    /// its state roots are deleted.
+    fn drop(&mut self) {
+        let sessions = self.run_root().join("sessions");
+        if std::fs::read_dir(&sessions).is_ok_and(|mut d| d.next().is_some()) {
+            let _ = self.run(&["down", "--all"]);
+        }
+    }
+}
+
 /// Pids whose command line mentions `text` (the session's data dir is in
 /// every component's arguments and in QEMU's drive path).
 fn processes_mentioning(text: &str) -> Vec<u32> {
@@ -600,6 +611,8 @@ fn root_two_sessions_side_by_side_end_to_end() {
             "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg",
         ]);
         c.args(["--memory", "768", "--cpus", "1", "--ready-timeout", "600"]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
     };
     let (ca, cb) = (start(&a), start(&b));
