@@ -259,6 +259,7 @@ impl Supervisor {
             () = ready => Boot::Ready,
             st = vm.child.wait() => {
                 let st = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                vm.drain().await;
                 if kvm_probe {
                     Boot::Fallback(format!("the VMM exited ({st}) before the guest was ready"))
                 } else {
@@ -293,6 +294,7 @@ impl Supervisor {
         tokio::select! {
             st = vm.wait() => {
                 let st = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                vm.drain().await;
                 Err(self.vm_error(format!("the VM stopped unexpectedly ({st})")))
             }
             () = signals.recv() => self.stop(vm, true, signals).await,

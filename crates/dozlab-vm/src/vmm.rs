@@ -59,6 +59,8 @@ pub struct Running {
     pub control: Control,
     /// True once the guest kernel printed its banner.
     pub kernel_started: watch::Receiver<bool>,
+    /// The console pumps (stdout, stderr); they end at EOF.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Launch {
@@ -102,6 +104,7 @@ pub async fn start(
             })
     };
     let log = console_log.map(log).transpose()?;
+    let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         let sink = Sink {
             prefix: "[vm] ".into(),
@@ -109,7 +112,7 @@ pub async fn start(
             tail: tail.clone(),
             kernel_started: Some(tx),
         };
-        tokio::spawn(console::pump(out, sink));
+        pumps.push(tokio::spawn(console::pump(out, sink)));
     }
     if let Some(err) = child.stderr.take() {
         let name = attempt.vmm.as_str();
@@ -119,7 +122,7 @@ pub async fn start(
             tail: tail.clone(),
             kernel_started: None,
         };
-        tokio::spawn(console::pump(err, sink));
+        pumps.push(tokio::spawn(console::pump(err, sink)));
     }
     let pid = child.id();
     let mut running = Running {
@@ -128,6 +131,7 @@ pub async fn start(
         pid,
         control,
         kernel_started,
+        pumps,
     };
     if let Launch::Firecracker(f) = launch {
         let boot = async {
@@ -177,6 +181,14 @@ impl Running {
     /// Waits for the VMM to exit.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
+    }
+
+    /// After the VMM exited: lets the console pumps read what is left in
+    /// the pipes (bounded, in case a grandchild still holds them open).
+    pub async fn drain(&mut self) {
+        for p in self.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        }
     }
 
     /// Kills the VMM (SIGKILL) and reaps it.

@@ -225,3 +225,76 @@ fn vmlinux_from_the_real_debian_kernel_is_an_x86_64_elf() {
 
 #[path = "vm/e2e.rs"]
 mod e2e;
+
+/// A stand-in `qemu-system-x86_64`: under KVM it "resets" at once like a
+/// stock kernel on these machines; under TCG it prints a kernel banner and a
+/// panic and exits, as QEMU does with `-no-reboot` after `panic=1`.
+const FAKE_QEMU: &str = r#"#!/bin/sh
+case "$*" in
+  *"-accel kvm"*) echo "Probing EDD (edd=off to disable)... ok"; exit 0 ;;
+esac
+echo "[    0.000000] Linux version 6.1.0-fake"
+echo "[    1.000000] Kernel panic - not syncing: VFS: Unable to mount root fs"
+exit 0
+"#;
+
+#[test]
+fn vm_run_falls_back_to_tcg_and_reports_the_console_when_the_vm_dies_root() {
+    if !is_root() || !have("ip") {
+        eprintln!("skipping: needs root and `ip` (a tap device in a network namespace)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    small_image(t.path());
+    let fake = t.path().join("fake-qemu");
+    std::fs::write(&fake, FAKE_QEMU).unwrap();
+    sh(&["chmod", "+x", fake.to_str().unwrap()]);
+    let ns = format!("dzvmfb-{}", std::process::id());
+    sh(&["ip", "netns", "add", &ns]);
+    let out = (|| {
+        let tap = Command::new("ip")
+            .args(["-n", &ns, "tuntap", "add", "tap0", "mode", "tap"])
+            .output()?;
+        assert!(tap.status.success(), "{}", text(&tap));
+        let p = |n: &str| t.path().join(n).display().to_string();
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                BIN,
+                "vm",
+                "run",
+                "--rootfs",
+                &p("rootfs.ext4"),
+            ])
+            .args(["--kernel", &p("tree/boot/vmlinuz-6.1.0-1-amd64")])
+            .args([
+                "--qemu-bin",
+                &p("fake-qemu"),
+                "--vmm",
+                "qemu",
+                "--accel",
+                "auto",
+            ])
+            .args(["--network-config", &p("none"), "--state-dir", &p("state")])
+            .args(["--ssh-key-out", &p("shared/key")])
+            .args(["--known-hosts-out", &p("shared/known_hosts")])
+            .output()
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    let out = out.unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    if std::path::Path::new("/dev/kvm").exists() {
+        assert!(all.contains("qemu (KVM) did not boot"), "{all}");
+        assert!(all.contains("retrying with QEMU with TCG"), "{all}");
+    }
+    assert!(all.contains("last console lines:"), "{all}");
+    assert!(all.contains("Kernel panic - not syncing"), "{all}");
+    let status = std::fs::read_to_string(t.path().join("state/status.json")).unwrap();
+    assert!(status.contains("\"phase\": \"failed\"") && status.contains("\"accel\": \"tcg\""));
+    let key = std::fs::metadata(t.path().join("shared/key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
