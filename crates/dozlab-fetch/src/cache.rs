@@ -123,9 +123,15 @@ impl Cache {
             .map_err(|source| CacheError::Lock { path, source })
     }
 
-    /// A temporary file in the cache for filling `key`.
+    /// A temporary file in the cache for filling `key` (call with the lock
+    /// held: temporary files of `key` left by dead fetches are removed first;
+    /// PIDs mean nothing across the pods that share a cache).
     pub fn temp(&self, key: &str) -> Result<TempFile, CacheError> {
         let path = self.image(key);
+        let stale = crate::temp::remove_all(&path);
+        if stale > 0 {
+            tracing::info!("removed {stale} unfinished cache file(s) of {key}");
+        }
         TempFile::beside(&path).map_err(|source| CacheError::Store { path, source })
     }
 

@@ -34,7 +34,7 @@ pub enum ExtError {
     #[error("resize2fs failed (exit {code}):\n{output}")]
     Resize { code: i32, output: String },
     #[error(
-        "refusing to shrink the image: its filesystem is {} but the requested size is {}; ask for at least {}",
+        "refusing to shrink the image: its filesystem is {} but the requested size is {}; set --size (IMAGE_SIZE) to at least {}",
         human(*.current), human(*.requested), human(*.current)
     )]
     Shrink { current: u64, requested: u64 },

@@ -235,7 +235,10 @@ async fn load(src: &Source, client: &Client, http: HttpOptions) -> Result<String
             if t.total().is_some_and(|n| n > MANIFEST_MAX) {
                 return Err(PlanError::TooLarge(src.to_string()));
             }
-            let body = resp.bytes().await.map_err(HttpError::Request)?;
+            let body = tokio::time::timeout(http.timeout, resp.bytes())
+                .await
+                .map_err(|_| HttpError::Stalled(http.timeout))?
+                .map_err(HttpError::Request)?;
             Ok(String::from_utf8_lossy(&body).into_owned())
         }
     }

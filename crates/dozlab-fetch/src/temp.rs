@@ -96,6 +96,25 @@ pub fn remove_stale(target: &Path) -> usize {
     removed
 }
 
+/// Removes every temporary file of `target`, whoever made it (call only when
+/// no one else can be writing one, e.g. under the cache lock). Returns how
+/// many were removed.
+pub fn remove_all(target: &Path) -> usize {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = prefix(target);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 fn alive(pid: i32) -> bool {
     if pid == std::process::id() as i32 {
         return true;
@@ -145,6 +164,9 @@ mod tests {
         assert_eq!(remove_stale(&target), 1);
         assert!(!dead.exists());
         assert!(mine.path().exists());
+        assert!(other.exists());
+        assert_eq!(remove_all(&target), 1);
+        assert!(!mine.path().exists());
         assert!(other.exists());
     }
 }
