@@ -196,6 +196,114 @@ mod tests {
         addr
     }
 
+    /// A real OpenSSH sshd on loopback with the session identity, as in the guest.
+    struct Sshd {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Sshd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn sshd(id: &crate::identity::Identity, dir: tempfile::TempDir) -> Option<Sshd> {
+        use crate::identity::Identity;
+        let bin = std::path::Path::new("/usr/sbin/sshd");
+        let root = nix::unistd::Uid::effective().is_root();
+        if !bin.exists() || !root {
+            eprintln!("skipping: needs root and /usr/sbin/sshd (openssh-server)");
+            return None;
+        }
+        let d = dir.path();
+        let host = Identity::private_openssh(&id.host).unwrap();
+        dozlab_core::atomic::write_atomic(&d.join("host_key"), host.as_bytes(), 0o600).unwrap();
+        let ak = Identity::public_openssh(id.client.public_key()).unwrap();
+        std::fs::write(d.join("authorized_keys"), ak + "\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile none\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             StrictModes no\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        std::fs::create_dir_all("/run/sshd").ok();
+        let child = std::process::Command::new(bin)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Sshd {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn check(id: &crate::identity::Identity, port: u16) -> ReadyCheck {
+        ReadyCheck {
+            ssh: SocketAddr::from(([127, 0, 0, 1], port)),
+            host_key: id.host.public_key().clone(),
+            client_key: Arc::new(id.client.clone()),
+            docker: None,
+            tcp: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn ssh_readiness_verifies_the_host_key_and_the_login_root() {
+        use crate::identity::Identity;
+        let id = Identity::generate("t");
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let Some(sshd) = sshd(&id, dir) else { return };
+        let good = check(&id, sshd.port);
+        good.probe().await.unwrap();
+
+        let other = Identity::generate("other");
+        let mut wrong_host = good.clone();
+        wrong_host.host_key = other.host.public_key().clone();
+        let e = wrong_host.probe().await.unwrap_err();
+        assert!(matches!(e, NotReady::WrongHostKey(_)), "{e}");
+
+        let mut wrong_client = good.clone();
+        wrong_client.client_key = Arc::new(other.client.clone());
+        let e = wrong_client.probe().await.unwrap_err();
+        assert!(matches!(e, NotReady::AuthRefused(_)), "{e}");
+
+        good.exec(&format!("touch {}", marker.display()))
+            .await
+            .unwrap();
+        for _ in 0..50 {
+            if marker.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(marker.exists(), "exec ran the command");
+
+        let mut closed = good.clone();
+        closed.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        let e = closed.probe().await.unwrap_err();
+        assert!(matches!(e, NotReady::Port { .. }), "{e}");
+    }
+
     #[tokio::test]
     async fn docker_ping_accepts_ok_and_refuses_the_rest() {
         let ok = one_shot_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK").await;
