@@ -11,7 +11,8 @@ use crate::roster::{self, RosterError, Student};
 use crate::{password, yaml};
 use serde_json::{Value, json};
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longest session id in a classroom (the Helm release `lab-<id>` must fit 53 characters).
@@ -297,12 +298,14 @@ fn write_all(opts: &Options, sessions: &[Session]) -> Result<(), ClassroomError>
         base.unwrap_or_default(),
         std::process::id()
     ));
-    let result = fill(opts, sessions, &tmp).and_then(|()| {
-        if out.exists() {
-            fs::remove_dir(out).map_err(io(out))?;
-        }
-        fs::rename(&tmp, out).map_err(io(out))
-    });
+    let result = fill(opts, sessions, &tmp)
+        .and_then(|()| sync(&tmp))
+        .and_then(|()| {
+            if out.exists() {
+                fs::remove_dir(out).map_err(io(out))?;
+            }
+            fs::rename(&tmp, out).map_err(io(out))
+        });
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
@@ -371,13 +374,34 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), ClassroomError> {
         })
 }
 
+/// Writes a new file with `mode` (no fsync per file: [`sync`] flushes the
+/// whole tree once before it is renamed into place).
 fn put(path: &Path, data: &str, mode: u32) -> Result<(), ClassroomError> {
-    let result = dozlab_core::atomic::write_atomic(path, data.as_bytes(), mode)
-        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)));
-    result.map_err(|source| ClassroomError::Write {
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        f.write_all(data.as_bytes())?;
+        // The umask may have narrowed `mode`; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+    };
+    write().map_err(|source| ClassroomError::Write {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// One `syncfs` for everything written under `dir` (one fsync per file costs
+/// a journal commit each: seconds for a class of hundreds).
+fn sync(dir: &Path) -> Result<(), ClassroomError> {
+    let err = |source| ClassroomError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let d = fs::File::open(dir).map_err(err)?;
+    nix::unistd::syncfs(&d).map_err(|e| err(std::io::Error::from(e)))
 }
 
 #[cfg(test)]
