@@ -332,3 +332,39 @@ def test_readme_documents_every_value():
 
     walk(values)
     assert not missing, f"README.md does not document: {missing}"
+
+
+def test_numeric_set_values_keep_working():
+    """`--set codeServer.password=12345678 --set session.id=12345` parse as integers."""
+    values = helm.parse_set_string(
+        "session.id=12345,session.userId=42,rootfs.imageUrl=https://e/x.ext4,"
+        "codeServer.password=12345678,session.ttl=3600,firecracker.vm.memory=1024")
+    assert values["session"]["id"] == 12345
+    objs = helm_install(values, release="lab-12345")["objects"]
+    validate_k8s(objs)
+    pod = the_pod(objs)
+    assert pod["metadata"]["name"] == "lab-session-12345"
+    assert pod["metadata"]["labels"]["user-id"] == "42"
+    assert pod["spec"]["activeDeadlineSeconds"] == 3600
+    assert env_of(container(pod, "firecracker-vm"))["MEMORY"] == "1024"
+    secret = one(objs, "Secret")
+    assert base64.b64decode(secret["data"]["vscode-password"]).decode() == "12345678"
+
+
+def test_big_numbers_from_values_files_are_not_printed_in_exponent_form():
+    """YAML numbers reach the templates as float64 (1764097268 -> 1.764097268e+09)."""
+    values = helm.values_from_yaml(
+        "session: {id: 1764097268, userId: 1764097268, ttl: 86400}\n"
+        "rootfs: {imageUrl: 'https://e/x.ext4'}\n"
+        "codeServer: {password: 123456789012}\n"
+        "firecracker: {image: {tag: 20260101}}\n")
+    rel = helm_install(values, release="lab-1764097268")
+    objs = rel["objects"]
+    validate_k8s(objs)
+    pod = the_pod(objs)
+    assert pod["metadata"]["name"] == "lab-session-1764097268"
+    assert pod["metadata"]["labels"]["user-id"] == "1764097268"
+    assert container(pod, "firecracker-vm")["image"].endswith(":20260101")
+    secret = one(objs, "Secret")
+    assert base64.b64decode(secret["data"]["vscode-password"]).decode() == "123456789012"
+    assert "e+" not in rel["manifest"] and "e+" not in rel["notes"]

@@ -3,7 +3,20 @@ Names of the session's objects: they keep the original manifest's names so
 existing `kubectl ... lab-session-<id>` habits keep working.
 */}}
 {{- define "dozlab-session.id" -}}
-{{- required "session.id is required: set a unique session id, e.g. --set session.id=alice-001" .Values.session.id -}}
+{{- include "dozlab-session.str" (required "session.id is required: set a unique session id, e.g. --set session.id=alice-001" .Values.session.id) -}}
+{{- end -}}
+
+{{/*
+A value as a string. Numbers from values files and the Helm SDK arrive as
+float64, which toString would print as 1.2345678e+07: whole numbers are
+printed as integers instead.
+*/}}
+{{- define "dozlab-session.str" -}}
+{{- if kindIs "float64" . -}}
+{{- if eq . (floor .) -}}{{- printf "%.0f" . -}}{{- else -}}{{- toString . -}}{{- end -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "dozlab-session.podName" -}}
@@ -57,7 +70,7 @@ session-id: {{ include "dozlab-session.id" . | quote }}
 
 {{- define "dozlab-session.ownLabels" -}}
 {{ include "dozlab-session.selectorLabels" . }}
-user-id: {{ required "session.userId is required: set who the session is for, e.g. --set session.userId=alice" .Values.session.userId | quote }}
+user-id: {{ include "dozlab-session.str" (required "session.userId is required: set who the session is for, e.g. --set session.userId=alice" .Values.session.userId) | quote }}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -74,7 +87,7 @@ Usage: include "dozlab-session.image" (list $ .Values.terminal.image)
 {{- define "dozlab-session.image" -}}
 {{- $root := index . 0 -}}
 {{- $img := index . 1 -}}
-{{- $tag := toString ($img.tag | default $root.Chart.AppVersion) -}}
+{{- $tag := include "dozlab-session.str" ($img.tag | default $root.Chart.AppVersion) -}}
 {{- if $root.Values.imageRegistry -}}
 {{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.imageRegistry) $img.repository $tag -}}
 {{- else -}}
@@ -87,7 +100,7 @@ session.ttl in seconds: "7200", 7200, "2h", "1h30m", "1d", "90m", "45s".
 "" or "0" give 0 (no deadline).
 */}}
 {{- define "dozlab-session.ttlSeconds" -}}
-{{- $ttl := toString (.Values.session.ttl | default "") | trim | lower -}}
+{{- $ttl := include "dozlab-session.str" (.Values.session.ttl | default "") | trim | lower -}}
 {{- if regexMatch "^[0-9]+$" $ttl -}}
 {{- int64 $ttl -}}
 {{- else if regexMatch "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$" $ttl -}}
