@@ -16,7 +16,7 @@ fi
 export DOZLAB_BIN
 
 set +e
-.venv/bin/python -m pytest tests/chart -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests/chart -q -rs -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
