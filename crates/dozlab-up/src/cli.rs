@@ -255,6 +255,10 @@ pub fn shown_state(s: &Session) -> String {
     match (s.state, alive) {
         (State::Failed, _) => "failed".into(),
         (_, false) => "dead (run `dozlab down` to clean up)".into(),
+        (State::Starting, true) => match &s.current_phase {
+            Some(p) => format!("starting ({p})"),
+            None => "starting".into(),
+        },
         (st, true) => st.to_string(),
     }
 }

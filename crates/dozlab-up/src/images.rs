@@ -11,13 +11,13 @@ pub enum ProfileError {
     Recipe {
         profile: String,
         #[source]
-        source: dozlab_image::CacheError,
+        source: Box<dozlab_image::CacheError>,
     },
     #[error("cannot build the {profile} image (see `dozlab logs NAME -c supervisor`)")]
     Build {
         profile: String,
         #[source]
-        source: dozlab_image::CacheError,
+        source: Box<dozlab_image::CacheError>,
     },
 }
 
@@ -34,11 +34,11 @@ pub fn ensure_profile(profile: &str, cache: &Path) -> Result<PathBuf, ProfileErr
     dozlab_image::ensure_cached(profile, cache).map_err(|source| match source {
         dozlab_image::CacheError::Recipe(_) => ProfileError::Recipe {
             profile: profile.into(),
-            source,
+            source: Box::new(source),
         },
         source => ProfileError::Build {
             profile: profile.into(),
-            source,
+            source: Box::new(source),
         },
     })
 }

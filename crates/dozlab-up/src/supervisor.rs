@@ -303,10 +303,12 @@ fn finish(layout: &Layout, s: &Session) {
 async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartError> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let started = tokio::select! {
         r = start(ctx, listeners) => r,
         _ = term.recv() => return Ok("SIGTERM during start".into()),
         _ = int.recv() => return Ok("interrupted during start".into()),
+        _ = hup.recv() => return Ok("hang-up during start".into()),
     };
     let mut running = started?;
     ctx.s.state = State::Ready;
@@ -317,6 +319,7 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
     tokio::select! {
         _ = term.recv() => Ok("SIGTERM".into()),
         _ = int.recv() => Ok("interrupted".into()),
+        _ = hup.recv() => Ok("hang-up".into()),
         why = running.any_exit() => Ok(why),
     }
 }

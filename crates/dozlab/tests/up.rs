@@ -737,3 +737,65 @@ fn root_vm_that_never_becomes_ready_times_out_and_leaves_nothing() {
     assert!(t.contains("console"), "the console tail is shown: {t}");
     env.assert_nothing_left(&n, slot_from(&t));
 }
+
+#[test]
+fn root_ctrl_c_during_boot_stops_the_vm_and_leaves_nothing() {
+    need_root!();
+    let image = vm_image();
+    let env = Env::new();
+    let n = name("ctrlc");
+    let mut up = env
+        .cmd(&[
+            "up",
+            "--name",
+            &n,
+            "--image",
+            image.to_str().unwrap(),
+            "--accel",
+            "tcg",
+            "--no-internet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the VM is booting (its runner is a child in the namespace).
+    let record_path = env
+        .run_root()
+        .join("sessions")
+        .join(&n)
+        .join("session.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut slot = None;
+    loop {
+        let rec: Option<serde_json::Value> = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(r) = rec
+            && r["current_phase"] == "boot"
+            && r["children"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["component"] == "vm"))
+        {
+            slot = r["net"]["index"].as_u64().map(|i| i as u8);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the boot phase never began");
+        assert!(up.try_wait().unwrap().is_none(), "up ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // What the terminal sends on Ctrl-C: SIGINT to the foreground process.
+    Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .unwrap();
+    let out = up.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("interrupted") && t.contains("stopped and removed"),
+        "{t}"
+    );
+    env.assert_nothing_left(&n, slot);
+}
