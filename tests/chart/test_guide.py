@@ -35,6 +35,12 @@ def test_chart_lints_clean_with_the_guide_values():
     assert not errors and not report["errors"], report
 
 
+def test_chart_lints_clean_with_its_ci_values():
+    values = yaml.safe_load((CHART / "ci" / "quickstart-values.yaml").read_text())
+    report = helm.lint(str(CHART), values, strict=True, kube_version="v1.27.0")
+    assert not [m for m in report["messages"] if m["severity"] >= 2] and not report["errors"], report
+
+
 def test_quick_start_helm_install_as_written():
     release, sets = guide.quick_start()
     values: dict = {}

@@ -99,6 +99,8 @@ pub fn read(path: &Path, max_id: usize) -> Result<Vec<Student>, RosterError> {
 
 /// Parses and validates roster bytes (`path` is only used in messages).
 pub fn parse(data: &[u8], path: &str, max_id: usize) -> Result<Vec<Student>, RosterError> {
+    // Spreadsheet exports often start with a UTF-8 byte-order mark.
+    let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let csv_err = |source| RosterError::Csv {
         path: path.into(),
         source,
@@ -270,6 +272,14 @@ mod tests {
             ("bob-smith", "bob-smith")
         );
         assert_eq!(s[1].line, 5);
+    }
+
+    #[test]
+    fn spreadsheet_exports_with_bom_and_crlf_are_read() {
+        let s = ok("\u{feff}ID,Name\r\nalice,Alice\r\n\r\nbob,Bob\r\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].id.as_str(), s[1].line), ("bob", 4));
+        assert_eq!(s[0].name, "Alice");
     }
 
     #[test]
