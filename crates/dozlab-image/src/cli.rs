@@ -32,6 +32,8 @@ pub enum ImageCommand {
     Verify(VerifyArgs),
     /// Serve built images over HTTP (Range requests) with an index.json catalog.
     Serve(ServeArgs),
+    /// Print a resolved recipe (extends applied) and its cache key as JSON.
+    Recipe(RecipeArgs),
 }
 
 /// `image serve`.
@@ -104,7 +106,22 @@ pub fn run(args: ImageArgs) -> CmdResult {
         ImageCommand::Cached(a) => run_cached(a),
         ImageCommand::Verify(a) => run_verify(a),
         ImageCommand::Serve(a) => run_serve(a),
+        ImageCommand::Recipe(a) => run_recipe(a),
     }
+}
+
+fn run_recipe(args: RecipeArgs) -> CmdResult {
+    let (recipe, opts) = load(&args)?;
+    let out = serde_json::json!({
+        "recipe": recipe,
+        "suite": opts.suite(&recipe),
+        "cache_key": build::cache_key(&recipe, &opts),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).context("cannot encode the recipe")?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_serve(args: ServeArgs) -> CmdResult {
