@@ -113,7 +113,7 @@ pub fn build_in(
     let work = staging.join("work");
     let tree = work.join("tree");
     let overlay = work.join("overlay");
-    let _ = fs::remove_dir_all(&work);
+    remove_tree_safely(&work);
 
     progress.phase("prepare: base configuration and pinned files");
     let early = work.join("early");
@@ -370,9 +370,39 @@ pub fn remove_stale_staging(dir: &Path, prefix: &str) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = fs::remove_dir_all(e.path());
+            remove_tree_safely(&e.path());
         }
     }
+}
+
+/// Removes a staging tree unless something is still mounted inside it (a
+/// killed mmdebstrap can leave /proc, /sys or /dev mounted in its chroot;
+/// deleting through those would touch the host).
+pub fn remove_tree_safely(path: &Path) {
+    let mounted = mounts_under(path);
+    if mounted.is_empty() {
+        let _ = fs::remove_dir_all(path);
+    } else {
+        eprintln!(
+            "warning: not removing {}: still mounted inside it: {} (umount them, then delete it)",
+            path.display(),
+            mounted.join(", ")
+        );
+    }
+}
+
+/// Mount points at or below `path`, from /proc/self/mountinfo.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let Ok(abs) = std::path::absolute(path) else {
+        return vec![];
+    };
+    let prefix = abs.to_string_lossy().trim_end_matches('/').to_string();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .collect()
 }
 
 /// Removes a staging directory when dropped (on success it is empty anyway).
@@ -381,7 +411,9 @@ pub struct StagingGuard(pub PathBuf);
 
 impl Drop for StagingGuard {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if self.0.exists() {
+            remove_tree_safely(&self.0);
+        }
     }
 }
 
@@ -429,6 +461,13 @@ mod tests {
         let p = d.path().join("f");
         fs::write(&p, vec![7u8; 3 << 20]).unwrap();
         assert_eq!(sha256_fast(&p).unwrap(), sha256_file(&p).unwrap());
+    }
+
+    #[test]
+    fn mounts_are_found_under_a_path() {
+        assert!(mounts_under(Path::new("/proc")).contains(&"/proc".to_string()));
+        let d = tempfile::tempdir().unwrap();
+        assert!(mounts_under(d.path()).is_empty());
     }
 
     #[test]
