@@ -337,6 +337,7 @@ pub fn build_to_dir(
     opts: &BuildOptions,
     out: &Path,
 ) -> Result<Manifest, BuildError> {
+    host::preflight()?;
     fs::create_dir_all(out).map_err(io_err(format!("cannot create --out {}", out.display())))?;
     remove_stale_staging(out, ".dozlab-build-");
     let staging = out.join(format!(".dozlab-build-{}", std::process::id()));

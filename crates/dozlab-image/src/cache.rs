@@ -68,6 +68,7 @@ pub fn ensure_cached_with(
     if is_complete(&done) {
         return Ok(done);
     }
+    crate::host::preflight().map_err(BuildError::from)?;
     fs::create_dir_all(&images).map_err(io_err(&images))?;
     let lock_path = images.join(format!("{key}.lock"));
     let lock = fs::OpenOptions::new()

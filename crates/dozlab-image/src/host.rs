@@ -53,11 +53,10 @@ pub fn preflight() -> Result<(), HostError> {
     Ok(())
 }
 
-/// The full path of `program` on PATH (plus the sbin dirs, which a non-login PATH may lack).
+/// The full path of `program` on PATH (where `Command` will look for it too).
 pub fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| is_executable(p))
 }

@@ -378,3 +378,59 @@ fn pinned_file_with_a_wrong_sha256_fails_the_build_cleanly() {
         "nothing at the final paths and no staging left: {left:?}"
     );
 }
+
+#[test]
+fn missing_tools_and_non_root_are_named_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .args([
+            "image",
+            "build",
+            "--profile",
+            "minimal",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("`mmdebstrap` is not installed") && err.contains("apt-get install mmdebstrap"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !setpriv.exists() || !can_build() {
+        eprintln!("SKIP non-root check: needs root and setpriv to drop privileges");
+        return;
+    }
+    let o = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_dozlab"),
+        ])
+        .args([
+            "image",
+            "build",
+            "--profile",
+            "minimal",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    if err.contains("Permission denied") && !err.contains("must run as root") {
+        eprintln!("SKIP non-root check: the test binary is not executable by nobody: {err}");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+    assert!(!out.exists());
+}
