@@ -314,9 +314,11 @@ impl Supervisor {
         }
         let half = self.plan.stop_timeout / 2;
         let mut clean = self.wait_exit(&mut vm, half, signals).await;
-        if clean.is_none() && was_ready {
-            tracing::info!("the guest ignored the power button; running poweroff over SSH");
-            let _ = self.check.exec("systemctl poweroff || poweroff").await;
+        if clean.is_none() {
+            if was_ready {
+                tracing::info!("the guest ignored the power button; running poweroff over SSH");
+                let _ = self.check.exec("systemctl poweroff || poweroff").await;
+            }
             clean = self.wait_exit(&mut vm, half, signals).await;
         }
         match clean {
