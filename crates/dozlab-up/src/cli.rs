@@ -62,6 +62,10 @@ pub struct UpArgs {
     /// Seconds to wait for the VM to become ready.
     #[arg(long, default_value_t = 300)]
     pub ready_timeout: u64,
+    /// Report ready only once the VM's Docker API answers too (by default the
+    /// session is ready when the terminal works; Docker follows, see `dozlab ls`).
+    #[arg(long)]
+    pub wait_docker: bool,
     /// Do not give the VM internet access (no host NAT table, no forwarding).
     #[arg(long)]
     pub no_internet: bool,
@@ -126,6 +130,8 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         vscode: args.vscode,
         forwards: args.forwards.clone(),
         ready_timeout: Duration::from_secs(args.ready_timeout.max(1)),
+        wait_docker: args.wait_docker,
+        detached: args.supervise_internal,
         internet: !args.no_internet,
         cache: args.cache.clone().unwrap_or_else(default_cache),
     })
@@ -301,19 +307,23 @@ pub fn run_ls(args: LsArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16} {:<10} {:<8} {:<26} {:<9} {:<7} IMAGE",
+        "{:<16} {:<10} {:<8} {:<26} {:<6} {:<16} IMAGE",
         "NAME", "STATE", "UPTIME", "TERMINAL", "SSH", "DOCKER"
     );
     for s in &sessions {
         let port = |p: Option<u16>| p.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let docker = match (s.ports.docker, s.docker_ready) {
+            (Some(p), Some(false)) => format!("{p} (starting)"),
+            (p, _) => port(p),
+        };
         println!(
-            "{:<16} {:<10} {:<8} {:<26} {:<9} {:<7} {}",
+            "{:<16} {:<10} {:<8} {:<26} {:<6} {:<16} {}",
             s.name,
             shown_state(s),
             uptime(s),
             s.terminal_url(),
             port(s.ports.ssh),
-            port(s.ports.docker),
+            docker,
             s.image
         );
     }

@@ -8,25 +8,29 @@ use tokio::net::TcpStream;
 /// Status code of `GET path` on 127.0.0.1:`port`, or None when unreachable.
 pub async fn get_status(port: u16, path: &str) -> Option<u16> {
     let fut = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let req =
-            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 256];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = s.read(&mut buf).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        parse_status(&head)
+        let s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        get_on(s, &format!("127.0.0.1:{port}"), path).await
     };
     tokio::time::timeout(Duration::from_secs(5), fut)
         .await
         .ok()
         .flatten()
+}
+
+/// Status code of `GET path` sent on an open connection.
+pub async fn get_on(mut s: TcpStream, host: &str, path: &str) -> Option<u16> {
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    parse_status(&head)
 }
 
 /// The code in an HTTP status line.

@@ -1,6 +1,11 @@
-//! `dozlab up --detach`: re-executes itself as the session's supervisor in a
-//! new session (setsid), with output in `logs/supervisor.log`, and follows
-//! its progress over a pipe until the session is ready or has failed.
+//! `dozlab up --detach`: re-executes itself as the session's supervisor,
+//! with output in `logs/supervisor.log`, and follows its progress over a
+//! pipe until the session is ready or has failed.
+//!
+//! Until ready, the supervisor stays in the launcher's process group, so
+//! Ctrl-C during the start reaches it and it removes the half-made session
+//! (the launcher ignores SIGINT and reports the outcome). Once ready, the
+//! supervisor leaves the terminal's session (`setsid`) and runs on its own.
 
 use crate::child;
 use crate::report::{Console, Event, Pipe, Sink};
@@ -52,13 +57,10 @@ pub fn detached(layout: &Layout, name: &str, add_name: bool) -> CmdResult {
         .stdout(out.try_clone()?)
         .stderr(out);
     let hook = move || {
-        // SAFETY: setsid and fcntl are async-signal-safe syscalls; `wfd`
-        // is the pipe's write end, kept open by the parent until spawn.
-        unsafe {
-            libc::setsid();
-            if libc::fcntl(wfd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        // SAFETY: fcntl is an async-signal-safe syscall; `wfd` is the
+        // pipe's write end, kept open by the parent until spawn.
+        if unsafe { libc::fcntl(wfd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
     };
@@ -68,6 +70,14 @@ pub fn detached(layout: &Layout, name: &str, add_name: bool) -> CmdResult {
     }
     let spawned = cmd.spawn();
     drop(write);
+    // Ctrl-C now goes to the supervisor too: it cleans up and we report.
+    // SAFETY: installing SIG_IGN has no handler code to be unsafe about.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     let mut supervisor = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -89,7 +99,15 @@ pub fn detached(layout: &Layout, name: &str, add_name: bool) -> CmdResult {
             Err(Failure::new(code, anyhow::anyhow!(message)))
         }
         None => {
-            let _ = supervisor.wait();
+            let status = supervisor.wait();
+            if status.is_ok_and(|s| s.success()) {
+                return Err(Failure::new(
+                    130,
+                    anyhow::anyhow!(
+                        "interrupted before the session was ready; it was stopped and removed"
+                    ),
+                ));
+            }
             let tail = child::tail(&log, 20);
             // It died without a word: clean up from whatever it recorded.
             if let Ok(s) = Session::load(layout, name) {

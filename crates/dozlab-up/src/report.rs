@@ -109,7 +109,12 @@ pub fn ready_text(s: &Session) -> String {
         out += &format!("  SSH:       {cmd}\n");
     }
     if let Some(p) = s.ports.docker {
-        out += &format!("  Docker:    export DOCKER_HOST=tcp://127.0.0.1:{p}\n");
+        let starting = if s.docker_ready == Some(false) {
+            "   (dockerd is still starting: `dozlab ls` shows when it is up)"
+        } else {
+            ""
+        };
+        out += &format!("  Docker:    export DOCKER_HOST=tcp://127.0.0.1:{p}{starting}\n");
     }
     if let Some(p) = s.ports.vscode {
         out += &format!("  VS Code:   http://127.0.0.1:{p}/ (same password)\n");

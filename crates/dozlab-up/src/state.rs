@@ -248,6 +248,10 @@ pub struct Session {
     /// A note shown with the URLs (e.g. why VS Code is not running).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The VM's Docker API: None when the image has no Docker, else whether
+    /// it answers `GET /_ping` yet (it comes up after SSH; see `--wait-docker`).
+    #[serde(default)]
+    pub docker_ready: Option<bool>,
     /// We switched the host's `net.ipv4.ip_forward` on for this session.
     #[serde(default)]
     pub enabled_ip_forward: bool,
@@ -272,6 +276,7 @@ impl Session {
             current_phase: None,
             error: None,
             notes: Vec::new(),
+            docker_ready: None,
             enabled_ip_forward: false,
         }
     }

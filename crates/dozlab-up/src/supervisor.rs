@@ -43,7 +43,10 @@ pub struct Config {
     pub vscode: bool,
     pub forwards: Vec<PortForward>,
     pub ready_timeout: Duration,
+    pub wait_docker: bool,
     pub internet: bool,
+    /// Running as the detached supervisor: leave the terminal's session once ready.
+    pub detached: bool,
     pub cache: PathBuf,
 }
 
@@ -128,6 +131,7 @@ struct Running {
     vm: Child,
     terminal: Child,
     vscode: Option<Child>,
+    factory: SocketFactory,
 }
 
 impl Running {
@@ -316,11 +320,42 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
     ctx.sink.emit(&Event::Ready {
         session: Box::new(ctx.s.clone()),
     });
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM".into()),
-        _ = int.recv() => Ok("interrupted".into()),
-        _ = hup.recv() => Ok("hang-up".into()),
-        why = running.any_exit() => Ok(why),
+    if ctx.cfg.detached {
+        // From now on the session outlives the launcher and its terminal.
+        let _ = nix::unistd::setsid();
+    }
+    let docker = running.factory.clone();
+    let vm_ip = ctx.vm_ip();
+    let mut docker_pending = ctx.s.docker_ready == Some(false);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM".into()),
+            _ = int.recv() => return Ok("interrupted".into()),
+            _ = hup.recv() => return Ok("hang-up".into()),
+            why = running.any_exit() => return Ok(why),
+            _ = docker_up(&docker, vm_ip, None), if docker_pending => {
+                docker_pending = false;
+                ctx.s.docker_ready = Some(true);
+                ctx.store();
+                tracing::info!("the VM's Docker API answers");
+            }
+        }
+    }
+}
+
+/// Waits until the VM's Docker answers `GET /_ping` (until `deadline`).
+async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -> bool {
+    loop {
+        let target = SocketAddrV4::new(vm, 2375);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), f.connect(target)).await
+            && crate::http::get_on(s, "docker", "/_ping").await == Some(200)
+        {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -342,18 +377,32 @@ async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, StartError> {
     }
     network_setup(ctx).await?;
     let factory = SocketFactory::new(&plan.netns)?;
+    let has_docker = image_has_docker(&ctx.s.data_dir);
+    ctx.s.docker_ready = has_docker.then_some(false);
+    if !has_docker {
+        ctx.s.ports.docker = None;
+    }
     publish(ctx, &factory, l);
     ctx.done(format!(
         "namespace {}, VM {} on {}",
         plan.netns, plan.vm_ip, plan.tap
     ));
     let vm = boot(ctx).await?;
-    let (terminal, vscode) = front_ends(ctx).await?;
+    let (terminal, vscode) = front_ends(ctx, &factory).await?;
     Ok(Running {
         vm,
         terminal,
         vscode,
+        factory,
     })
+}
+
+/// Whether the image has Docker: its manifest (copied beside the session's
+/// disk) says so; without a manifest, assume it does.
+fn image_has_docker(data_dir: &std::path::Path) -> bool {
+    dozlab_core::manifest::Manifest::load(&data_dir.join(dozlab_core::manifest::MANIFEST_FILE))
+        .map(|m| m.features.docker)
+        .unwrap_or(true)
 }
 
 fn write_password(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
@@ -492,7 +541,9 @@ fn publish(ctx: &Ctx<'_>, factory: &SocketFactory, l: Listeners) {
     };
     serve(l.terminal, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
     serve(l.ssh, SocketAddrV4::new(vm, 22));
-    serve(l.docker, SocketAddrV4::new(vm, 2375));
+    if ctx.s.ports.docker.is_some() {
+        serve(l.docker, SocketAddrV4::new(vm, 2375));
+    }
     if let Some(v) = l.vscode {
         serve(v, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
     }
@@ -535,6 +586,10 @@ async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
         ctx.s.name.clone(),
         "--boot-timeout".into(),
         ctx.cfg.ready_timeout.as_secs().to_string(),
+        // Ready = SSH answers with the session's host key; Docker comes up
+        // later and is tracked by the supervisor (see `--wait-docker`).
+        "--docker-check".into(),
+        "off".into(),
     ];
     let mut vm = ctx.spawn("vm", &args, true)?;
     let deadline = Instant::now() + ctx.cfg.ready_timeout;
@@ -594,7 +649,10 @@ fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn front_ends(ctx: &mut Ctx<'_>) -> Result<(Child, Option<Child>), StartError> {
+async fn front_ends(
+    ctx: &mut Ctx<'_>,
+    factory: &SocketFactory,
+) -> Result<(Child, Option<Child>), StartError> {
     ctx.begin("ready", "starting the web terminal");
     let shared = ctx.s.shared_dir();
     let args: Vec<String> = vec![
@@ -636,6 +694,17 @@ async fn front_ends(ctx: &mut Ctx<'_>) -> Result<(Child, Option<Child>), StartEr
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let vscode = start_vscode(ctx)?;
+    if ctx.cfg.wait_docker && ctx.s.docker_ready == Some(false) {
+        let deadline = Instant::now() + ctx.cfg.ready_timeout;
+        if !docker_up(factory, ctx.vm_ip(), Some(deadline)).await {
+            bail_start(format!(
+                "the VM's Docker API did not answer within {} s (--wait-docker)\nlast console lines:\n{}",
+                ctx.cfg.ready_timeout.as_secs(),
+                child::tail(&ctx.log("console"), 15)
+            ))?;
+        }
+        ctx.s.docker_ready = Some(true);
+    }
     ctx.done(format!("terminal on {}", ctx.s.terminal_url()));
     Ok((terminal, vscode))
 }

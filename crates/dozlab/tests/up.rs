@@ -176,6 +176,7 @@ fn help_lists_every_flag() {
         "--forward",
         "--detach",
         "--ready-timeout",
+        "--wait-docker",
         "--no-internet",
         "--cache",
     ] {
@@ -521,6 +522,10 @@ impl Ws {
 fn check_session(env: &Env, name: &str) -> u8 {
     let r = record(env, name);
     assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(
+        r["docker_ready"], true,
+        "--wait-docker waited for the VM's Docker: {r}"
+    );
     let port = r["ports"]["terminal"].as_u64().unwrap() as u16;
     let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
     // The terminal: log in, open a shell over the WebSocket, run commands.
@@ -610,7 +615,15 @@ fn root_two_sessions_side_by_side_end_to_end() {
         let mut c = env.cmd(&[
             "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg",
         ]);
-        c.args(["--memory", "768", "--cpus", "1", "--ready-timeout", "600"]);
+        c.args([
+            "--memory",
+            "768",
+            "--cpus",
+            "1",
+            "--ready-timeout",
+            "600",
+            "--wait-docker",
+        ]);
         c.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
