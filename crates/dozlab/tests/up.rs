@@ -779,8 +779,7 @@ fn root_ctrl_c_during_boot_stops_the_vm_and_leaves_nothing() {
         .join(&n)
         .join("session.json");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut slot = None;
-    loop {
+    let slot = loop {
         let rec: Option<serde_json::Value> = std::fs::read(&record_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -790,13 +789,12 @@ fn root_ctrl_c_during_boot_stops_the_vm_and_leaves_nothing() {
                 .as_array()
                 .is_some_and(|c| c.iter().any(|c| c["component"] == "vm"))
         {
-            slot = r["net"]["index"].as_u64().map(|i| i as u8);
-            break;
+            break r["net"]["index"].as_u64().map(|i| i as u8);
         }
         assert!(Instant::now() < deadline, "the boot phase never began");
         assert!(up.try_wait().unwrap().is_none(), "up ended early");
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     std::thread::sleep(Duration::from_secs(2));
     // What the terminal sends on Ctrl-C: SIGINT to the foreground process.
     Command::new("kill")
