@@ -171,6 +171,38 @@ mod tests {
     }
 
     #[test]
+    fn ready_block_has_every_door() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = crate::state::Layout {
+            run_root: dir.path().join("run"),
+            data_root: dir.path().join("data"),
+        };
+        let mut s = Session::new(&layout, "lab", "profile vm".into());
+        std::fs::create_dir_all(s.shared_dir()).unwrap();
+        std::fs::write(&s.password_file, "pw123\n").unwrap();
+        s.ports.terminal = 8082;
+        s.ports.ssh = Some(2222);
+        s.ports.docker = Some(2375);
+        s.docker_ready = Some(false);
+        s.ports.forwards = vec!["8000:80".into()];
+        s.notes.push("VS Code not started".into());
+        let t = ready_text(&s);
+        for want in [
+            "Terminal:  http://127.0.0.1:8082/",
+            "Password:  pw123",
+            "-p 2222 root@127.0.0.1",
+            "UserKnownHostsFile=",
+            "DOCKER_HOST=tcp://127.0.0.1:2375",
+            "dockerd is still starting",
+            "127.0.0.1:8000 -> VM port 80",
+            "VS Code not started",
+            "dozlab down lab",
+        ] {
+            assert!(t.contains(want), "{want:?} in:\n{t}");
+        }
+    }
+
+    #[test]
     fn events_round_trip_as_json_lines() {
         let e = Event::Done {
             phase: "boot".into(),

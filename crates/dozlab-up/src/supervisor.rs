@@ -135,23 +135,23 @@ struct Running {
 }
 
 impl Running {
-    async fn any_exit(&mut self) -> String {
+    /// The first component to end: its name and whether it ended well.
+    async fn any_exit(&mut self) -> (&'static str, String, bool) {
         let vscode = async {
             match self.vscode.as_mut() {
                 Some(c) => c.wait().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            st = self.vm.wait() => format!("the VM supervisor exited ({})", show(st)),
-            st = self.terminal.wait() => format!("the terminal exited ({})", show(st)),
-            st = vscode => format!("code-server exited ({})", show(st)),
-        }
+        let (component, st) = tokio::select! {
+            st = self.vm.wait() => ("vm", st),
+            st = self.terminal.wait() => ("terminal", st),
+            st = vscode => ("vscode", st),
+        };
+        let ok = st.as_ref().is_ok_and(|s| s.success());
+        let shown = st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        (component, shown, ok)
     }
-}
-
-fn show(st: std::io::Result<std::process::ExitStatus>) -> String {
-    st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
 }
 
 struct Ctx<'a> {
@@ -332,7 +332,19 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
             _ = term.recv() => return Ok("SIGTERM".into()),
             _ = int.recv() => return Ok("interrupted".into()),
             _ = hup.recv() => return Ok("hang-up".into()),
-            why = running.any_exit() => return Ok(why),
+            (component, status, ok) = running.any_exit() => {
+                // A clean exit (the learner powered the VM off) ends the
+                // session normally; a crash is a failure with its log tail.
+                let why = format!("{component} exited ({status})");
+                if ok {
+                    return Ok(why);
+                }
+                return Err(anyhow!(
+                    "{why}; last lines of {component}.log:\n{}",
+                    child::tail(&ctx.log(component), 15)
+                )
+                .into());
+            }
             _ = docker_up(&docker, vm_ip, None), if docker_pending => {
                 docker_pending = false;
                 ctx.s.docker_ready = Some(true);
