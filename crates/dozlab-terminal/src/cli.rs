@@ -230,11 +230,16 @@ fn serve(args: ServeArgs) -> CmdResult {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // On SIGTERM, end the shells first: their sockets get `exit` and close.
+        let shutdown = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing shells");
+            shells.close_all();
+        };
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .context("server failed")?;
-        shells.close_all();
         tracing::info!("web terminal stopped");
         Ok::<_, anyhow::Error>(())
     })?;

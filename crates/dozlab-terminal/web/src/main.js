@@ -127,6 +127,10 @@ class Tab {
       this.app.save();
       return;
     }
+    if (ev.code === 4000) {
+      this.setStatus('error', 'this shell was opened in another window; reload to take it back');
+      return;
+    }
     if (ev.code === 1009) this.term.write('\r\n\x1b[31m[message too large]\x1b[0m\r\n');
     if (ev.code !== 1013) this.setStatus('reconnecting', 'reconnecting…');
     setTimeout(() => this.connect(), this.backoff);
