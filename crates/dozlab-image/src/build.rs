@@ -125,6 +125,7 @@ pub fn build_in(
         .map_err(io_err("cannot write the customize script"))?;
     progress.done(&format!("{} pinned file(s)", recipe.files.len()));
 
+    host::interrupted()?;
     progress.phase(&format!(
         "bootstrap: mmdebstrap {} ({} packages)",
         opts.suite(recipe),

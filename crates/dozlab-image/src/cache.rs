@@ -77,8 +77,7 @@ pub fn ensure_cached_with(
         .write(true)
         .open(&lock_path)
         .map_err(io_err(&lock_path))?;
-    eprintln!("waiting for the cache lock {} ...", lock_path.display());
-    lock.lock().map_err(io_err(&lock_path))?;
+    wait_for_lock(&lock, &lock_path)?;
     if is_complete(&done) {
         return Ok(done);
     }
@@ -97,6 +96,26 @@ pub fn ensure_cached_with(
     fs::rename(&staging, &done).map_err(io_err(&done))?;
     drop(guard);
     Ok(done)
+}
+
+/// Takes the exclusive lock, saying so when another build holds it; gives up
+/// when the process is interrupted.
+fn wait_for_lock(lock: &fs::File, path: &Path) -> Result<(), CacheError> {
+    let mut told = false;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                if !told {
+                    eprintln!("another build holds {}; waiting for it ...", path.display());
+                    told = true;
+                }
+                crate::host::interrupted().map_err(BuildError::from)?;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+        }
+    }
 }
 
 fn is_complete(dir: &Path) -> bool {

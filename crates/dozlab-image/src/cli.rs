@@ -172,17 +172,37 @@ fn load(args: &RecipeArgs) -> Result<(Recipe, BuildOptions), Failure> {
     Ok((recipe, opts))
 }
 
+/// Exit code of a build stopped by SIGINT/SIGTERM.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Maps a build error to its exit code (130 when interrupted, else 1).
+fn build_failure(e: impl Into<anyhow::Error>) -> Failure {
+    let e = e.into();
+    use crate::build::BuildError;
+    use crate::host::HostError::Interrupted;
+    let interrupted = e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(Interrupted))
+            || matches!(c.downcast_ref(), Some(BuildError::Host(Interrupted)))
+            || matches!(
+                c.downcast_ref(),
+                Some(cache::CacheError::Build(BuildError::Host(Interrupted)))
+            )
+    });
+    Failure::new(if interrupted { EXIT_INTERRUPTED } else { 1 }, e)
+}
+
 fn run_build(args: BuildArgs) -> CmdResult {
     let (recipe, mut opts) = load(&args.recipe)?;
+    crate::host::catch_interrupts();
     match &args.cache {
         Some(cache_dir) => {
-            let dir = cache::ensure_cached_with(&recipe, &opts, cache_dir)
-                .map_err(anyhow::Error::from)?;
+            let dir =
+                cache::ensure_cached_with(&recipe, &opts, cache_dir).map_err(build_failure)?;
             copy_build(&dir, &args.out)?;
         }
         None => {
             opts.download_cache = None;
-            build::build_to_dir(&recipe, &opts, &args.out).map_err(anyhow::Error::from)?;
+            build::build_to_dir(&recipe, &opts, &args.out).map_err(build_failure)?;
         }
     }
     println!("{}", absolute(&args.out).display());
@@ -191,8 +211,9 @@ fn run_build(args: BuildArgs) -> CmdResult {
 
 fn run_cached(args: CachedArgs) -> CmdResult {
     let (recipe, opts) = load(&args.recipe)?;
+    crate::host::catch_interrupts();
     let cache_dir = args.cache.unwrap_or_else(cache::default_cache_dir);
-    let dir = cache::ensure_cached_with(&recipe, &opts, &cache_dir).map_err(anyhow::Error::from)?;
+    let dir = cache::ensure_cached_with(&recipe, &opts, &cache_dir).map_err(build_failure)?;
     println!("{}", absolute(&dir).display());
     Ok(ExitCode::SUCCESS)
 }
@@ -225,4 +246,21 @@ fn copy_build(from: &Path, out: &Path) -> anyhow::Result<()> {
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::BuildError;
+    use crate::host::HostError;
+
+    #[test]
+    fn interrupted_builds_exit_130_wherever_the_error_is_wrapped() {
+        let direct = build_failure(BuildError::Host(HostError::Interrupted));
+        assert_eq!(direct.code, EXIT_INTERRUPTED);
+        let cached = build_failure(cache::CacheError::Build(BuildError::Host(HostError::Interrupted)));
+        assert_eq!(cached.code, EXIT_INTERRUPTED);
+        let other = build_failure(BuildError::Tree("no kernel".into()));
+        assert_eq!(other.code, 1);
+    }
 }

@@ -4,7 +4,9 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// A host problem that stops a build before it starts, or a failed command.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted by a signal; the partial build was removed")]
+    Interrupted,
     #[error("`{program}` failed with {status}; see its output above")]
     Failed { program: String, status: String },
 }
@@ -81,21 +85,41 @@ pub fn is_root() -> bool {
 }
 
 /// Runs a command to completion; its stdout goes to our stderr so that our
-/// own stdout stays machine-readable.
+/// own stdout stays machine-readable. On SIGINT/SIGTERM (see
+/// [`catch_interrupts`]) the child gets SIGTERM, is waited for (mmdebstrap
+/// then unmounts and cleans its chroot), and the run fails as interrupted.
 pub fn run(cmd: &mut Command) -> Result<(), HostError> {
+    interrupted()?;
     let program = cmd.get_program().to_string_lossy().into_owned();
     let stderr_copy = std::io::stderr()
         .as_fd_owned()
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::inherit());
-    let status = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(stderr_copy)
-        .status()
+        .spawn()
         .map_err(|source| HostError::Spawn {
             program: program.clone(),
             source,
         })?;
+    let mut signalled = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|source| HostError::Spawn {
+            program: program.clone(),
+            source,
+        })? {
+            break status;
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) && !signalled {
+            signalled = true;
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    interrupted()?;
     if status.success() {
         Ok(())
     } else {
@@ -103,6 +127,56 @@ pub fn run(cmd: &mut Command) -> Result<(), HostError> {
             program,
             status: status.to_string(),
         })
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static CATCH: Once = Once::new();
+
+/// From now on SIGINT and SIGTERM do not kill the process: they set a flag
+/// that [`run`] and [`interrupted`] turn into [`HostError::Interrupted`], so a
+/// build can stop its tools and remove its staging directory.
+pub fn catch_interrupts() {
+    CATCH.call_once(|| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                let _ = ready_tx.send(());
+                return;
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    let _ = ready_tx.send(());
+                    return;
+                };
+                let _ = ready_tx.send(());
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
+                    eprintln!("interrupted: stopping and cleaning up ...");
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                }
+            });
+        });
+        let _ = ready_rx.recv();
+    });
+}
+
+/// Fails with [`HostError::Interrupted`] once a signal was caught.
+pub fn interrupted() -> Result<(), HostError> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err(HostError::Interrupted)
+    } else {
+        Ok(())
     }
 }
 

@@ -434,3 +434,60 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
     assert!(err.contains("must run as root"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
+    if !can_build() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .args([
+            "image",
+            "build",
+            "--profile",
+            "minimal",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Interrupt once mmdebstrap is really at work inside the staging directory.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started =
+            line.contains("I: running apt-get update") || line.contains("I: downloading packages");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("bootstrap")), "{seen:?}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging removed, nothing at final paths: {left:?}"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "no chroot mount left behind"
+    );
+}
