@@ -72,6 +72,10 @@ async fn run(plan: Plan, t0: Instant) -> CmdResult {
     let _locks = lock(&plan)?;
     let mut signals = Signals::new()?;
     let sup = Supervisor::prepare(plan, t0)?;
+    tracing::info!(
+        "kernel, initrd and SSH identity ready after {} ms",
+        t0.elapsed().as_millis()
+    );
     if let Some(l) = listener {
         tokio::spawn(statusd::serve(l, sup.status.subscribe()));
     }
