@@ -15,7 +15,7 @@ use crate::config::{self, Attempt, BootFile, Host, Plan, Vmm};
 use crate::console::Tail;
 use crate::firecracker::FcPlan;
 use crate::identity::Identity;
-use crate::qemu::{Accel, QemuPlan};
+use crate::qemu::{Accel, Machine, QemuPlan};
 use crate::ready::{DOCKER_PORT, ReadyCheck};
 use crate::vmm::{self, Launch, Running};
 use crate::{bootfiles, cmdline, inject, statusd, vmlinux};
@@ -450,7 +450,7 @@ fn launches(
             Vmm::Qemu => Launch::Qemu(QemuPlan {
                 bin: plan.qemu_bin.clone().expect("checked in config"),
                 name: format!("dozlab-{}", plan.session_id),
-                machine: plan.machine,
+                machine: machine_for(plan.machine, a.accel),
                 accel: a.accel,
                 cpus: plan.cpus,
                 memory_mib: plan.memory_mib,
