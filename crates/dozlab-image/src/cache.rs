@@ -138,6 +138,32 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_takes_the_build_finished_by_the_lock_holder() {
+        if crate::host::preflight().is_err() {
+            eprintln!("SKIP: ensure_cached checks for root and the build tools first");
+            return;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let recipe = Recipe::load("minimal").unwrap();
+        let opts = BuildOptions::default();
+        let images = cache.path().join("images");
+        fs::create_dir_all(&images).unwrap();
+        let key = cache_key(&recipe, &opts);
+        let lock = fs::File::create(images.join(format!("{key}.lock"))).unwrap();
+        lock.lock().unwrap();
+        let root = cache.path().to_path_buf();
+        let waiter = std::thread::spawn(move || ensure_cached("minimal", &root));
+        // While we hold the lock, "finish" the build the way a builder does: rename in place.
+        let staging = images.join(format!(".tmp-{key}-{}", std::process::id()));
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join(MANIFEST_FILE), "{}").unwrap();
+        fs::write(staging.join(build::IMAGE_FILE), "").unwrap();
+        fs::rename(&staging, images.join(&key)).unwrap();
+        lock.unlock().unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), images.join(&key));
+    }
+
+    #[test]
     fn unknown_profile_is_a_recipe_error() {
         let cache = tempfile::tempdir().unwrap();
         assert!(matches!(

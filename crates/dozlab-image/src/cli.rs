@@ -258,7 +258,9 @@ mod tests {
     fn interrupted_builds_exit_130_wherever_the_error_is_wrapped() {
         let direct = build_failure(BuildError::Host(HostError::Interrupted));
         assert_eq!(direct.code, EXIT_INTERRUPTED);
-        let cached = build_failure(cache::CacheError::Build(BuildError::Host(HostError::Interrupted)));
+        let cached = build_failure(cache::CacheError::Build(BuildError::Host(
+            HostError::Interrupted,
+        )));
         assert_eq!(cached.code, EXIT_INTERRUPTED);
         let other = build_failure(BuildError::Tree("no kernel".into()));
         assert_eq!(other.code, 1);
