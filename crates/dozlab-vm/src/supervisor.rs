@@ -41,6 +41,13 @@ const POLL: Duration = Duration::from_millis(200);
 pub fn main(args: RunArgs) -> CmdResult {
     let t0 = Instant::now();
     let plan = config::plan(&args, &Host::probe()).map_err(usage)?;
+    for var in ["SNAPSHOT_PATH", "MEM_FILE_PATH"] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            tracing::warn!(
+                "{var} is ignored: dozlab shuts the guest down cleanly on SIGTERM instead of snapshotting it"
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
