@@ -224,7 +224,7 @@ fn serve_the_build_with_ranges_and_an_index() {
     }
     let dir = tempfile::tempdir().unwrap();
     build_minimal(&dir.path().join("minimal"));
-    let (_server, addr) = start_server(dir.path());
+    let (mut server, addr) = start_server(dir.path());
 
     let image = fs::read(dir.path().join("minimal/rootfs.ext4")).unwrap();
     let (code, body) = http_get(&addr, "/minimal/rootfs.ext4", Some("bytes=1024-1119"));
@@ -247,6 +247,17 @@ fn serve_the_build_with_ranges_and_an_index() {
 
     let (code, _) = http_get(&addr, "/minimal/nope", None);
     assert_eq!(code, 404);
+
+    // SIGTERM: a graceful stop with exit 0.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.0.wait().unwrap().success());
 }
 
 #[test]
