@@ -13,6 +13,7 @@ pub mod images;
 pub mod launch;
 pub mod link;
 pub mod netns;
+pub mod phases;
 pub mod pod;
 pub mod procs;
 pub mod proxy;

@@ -8,17 +8,17 @@
 
 use crate::child;
 use crate::hostnft;
-use crate::image::{self, ImageSpec};
+use crate::image::ImageSpec;
+use crate::phases;
 use crate::pod;
 use crate::procs;
 use crate::proxy::{self, SocketFactory};
-use crate::report::{Event, Sink, known_hosts_for_port};
+use crate::report::{Event, Sink};
 use crate::state::{Layout, PhaseRecord, Session, State};
 use crate::teardown;
 use anyhow::{Context, anyhow};
 use dozlab_core::exit;
 use dozlab_core::netconfig::PortForward;
-use dozlab_core::vmstatus::{Phase, VmStatus};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ impl<E: Into<anyhow::Error>> From<E> for StartError {
     }
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> StartError {
+pub(crate) fn usage(e: impl Into<anyhow::Error>) -> StartError {
     StartError {
         code: exit::USAGE,
         error: e.into(),
@@ -74,12 +74,12 @@ fn usage(e: impl Into<anyhow::Error>) -> StartError {
 }
 
 /// Host ports bound before anything else is created.
-struct Listeners {
-    terminal: TcpListener,
-    ssh: TcpListener,
-    docker: TcpListener,
-    vscode: Option<TcpListener>,
-    forwards: Vec<(PortForward, TcpListener)>,
+pub(crate) struct Listeners {
+    pub(crate) terminal: TcpListener,
+    pub(crate) ssh: TcpListener,
+    pub(crate) docker: TcpListener,
+    pub(crate) vscode: Option<TcpListener>,
+    pub(crate) forwards: Vec<(PortForward, TcpListener)>,
 }
 
 fn port_of(l: &TcpListener) -> u16 {
@@ -154,23 +154,23 @@ impl Running {
     }
 }
 
-struct Ctx<'a> {
-    layout: &'a Layout,
-    cfg: &'a Config,
-    s: Session,
-    sink: &'a mut dyn Sink,
-    phase_start: Instant,
-    phase: String,
+pub(crate) struct Ctx<'a> {
+    pub(crate) layout: &'a Layout,
+    pub(crate) cfg: &'a Config,
+    pub(crate) s: Session,
+    pub(crate) sink: &'a mut dyn Sink,
+    pub(crate) phase_start: Instant,
+    pub(crate) phase: String,
 }
 
 impl Ctx<'_> {
-    fn store(&self) {
+    pub(crate) fn store(&self) {
         if let Err(e) = self.s.store(self.layout) {
             tracing::warn!("{e:#}");
         }
     }
 
-    fn begin(&mut self, phase: &str, what: &str) {
+    pub(crate) fn begin(&mut self, phase: &str, what: &str) {
         self.phase = phase.into();
         self.phase_start = Instant::now();
         self.s.current_phase = Some(phase.into());
@@ -181,7 +181,7 @@ impl Ctx<'_> {
         });
     }
 
-    fn done(&mut self, detail: String) {
+    pub(crate) fn done(&mut self, detail: String) {
         let ms = self.phase_start.elapsed().as_millis() as u64;
         self.s.phases.push(PhaseRecord {
             name: self.phase.clone(),
@@ -196,15 +196,15 @@ impl Ctx<'_> {
         });
     }
 
-    fn log(&self, component: &str) -> PathBuf {
+    pub(crate) fn log(&self, component: &str) -> PathBuf {
         self.s.logs_dir().join(format!("{component}.log"))
     }
 
-    fn netns(&self) -> &str {
+    pub(crate) fn netns(&self) -> &str {
         self.s.net.as_ref().map(|n| n.netns.as_str()).unwrap_or("")
     }
 
-    fn vm_ip(&self) -> Ipv4Addr {
+    pub(crate) fn vm_ip(&self) -> Ipv4Addr {
         self.s
             .net
             .as_ref()
@@ -213,7 +213,7 @@ impl Ctx<'_> {
     }
 
     /// Starts `dozlab ARGS` as `component`, inside the namespace when `in_pod`.
-    fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         component: &str,
         args: &[String],
@@ -356,7 +356,7 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
 }
 
 /// Waits until the VM's Docker answers `GET /_ping` (until `deadline`).
-async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -> bool {
+pub(crate) async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -> bool {
     loop {
         let target = SocketAddrV4::new(vm, 2375);
         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), f.connect(target)).await
@@ -372,8 +372,8 @@ async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -
 }
 
 async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, StartError> {
-    write_password(ctx)?;
-    prepare_disk(ctx).await?;
+    phases::write_password(ctx)?;
+    phases::prepare_disk(ctx).await?;
     ctx.begin("network", "creating the session's namespace, veth and tap");
     let plan = pod::create(ctx.layout, &mut ctx.s).await?;
     if ctx.cfg.internet {
@@ -387,372 +387,24 @@ async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, StartError> {
         ctx.store();
         hostnft::create(&table, &plan.host_if, pod::veth_subnet(&plan), 30)?;
     }
-    network_setup(ctx).await?;
+    phases::network_setup(ctx).await?;
     let factory = SocketFactory::new(&plan.netns)?;
-    let has_docker = image_has_docker(&ctx.s.data_dir);
+    let has_docker = phases::image_has_docker(&ctx.s.data_dir);
     ctx.s.docker_ready = has_docker.then_some(false);
     if !has_docker {
         ctx.s.ports.docker = None;
     }
-    publish(ctx, &factory, l);
+    phases::publish(ctx, &factory, l);
     ctx.done(format!(
         "namespace {}, VM {} on {}",
         plan.netns, plan.vm_ip, plan.tap
     ));
-    let vm = boot(ctx).await?;
-    let (terminal, vscode) = front_ends(ctx, &factory).await?;
+    let vm = phases::boot(ctx).await?;
+    let (terminal, vscode) = phases::front_ends(ctx, &factory).await?;
     Ok(Running {
         vm,
         terminal,
         vscode,
         factory,
     })
-}
-
-/// Whether the image has Docker: its manifest (copied beside the session's
-/// disk) says so; without a manifest, assume it does.
-fn image_has_docker(data_dir: &std::path::Path) -> bool {
-    dozlab_core::manifest::Manifest::load(&data_dir.join(dozlab_core::manifest::MANIFEST_FILE))
-        .map(|m| m.features.docker)
-        .unwrap_or(true)
-}
-
-fn write_password(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
-    use rand::Rng;
-    let pw: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(20)
-        .map(char::from)
-        .collect();
-    dozlab_core::atomic::write_atomic(&ctx.s.password_file, pw.as_bytes(), 0o600)
-        .context("cannot write the session password")?;
-    Ok(())
-}
-
-async fn prepare_disk(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
-    let disk = ctx.s.data_dir.join("rootfs.ext4");
-    let spec = ctx.cfg.image.clone();
-    ctx.begin(
-        "image",
-        &format!("preparing the session's disk from {}", ctx.cfg.image_label),
-    );
-    let base = match spec {
-        ImageSpec::Url(url) => {
-            fetch_url(ctx, &url, &disk).await?;
-            None
-        }
-        ImageSpec::File(p) => Some(p),
-        ImageSpec::Profile(p) => Some(profile_image(ctx, &p).await?),
-    };
-    if let Some(base) = base {
-        let (d, explicit) = (disk.clone(), ctx.cfg.disk);
-        tokio::task::spawn_blocking(move || {
-            let len = image::sparse_copy(&base, &d)?;
-            image::copy_manifest_beside(&base, &d);
-            let size = explicit.or(Some(DEFAULT_DISK).filter(|s| *s > len));
-            image::check_and_grow(&d, size)
-        })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })?;
-    }
-    let size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
-    ctx.done(format!(
-        "{} ({})",
-        ctx.cfg.image_label,
-        dozlab_core::size::human(size)
-    ));
-    Ok(())
-}
-
-async fn fetch_url(ctx: &mut Ctx<'_>, url: &str, out: &std::path::Path) -> Result<(), StartError> {
-    let mut args = vec![
-        "init-rootfs".to_string(),
-        "--url".into(),
-        url.into(),
-        "--out".into(),
-        out.display().to_string(),
-        "--cache".into(),
-        ctx.cfg.cache.join("downloads").display().to_string(),
-    ];
-    if let Some(d) = ctx.cfg.disk {
-        args.extend(["--size".into(), d.to_string()]);
-    }
-    let mut c = ctx.spawn("init", &args, false)?;
-    let st = c.wait().await?;
-    if !st.success() {
-        return Err(StartError {
-            code: st.code().map(|c| c as u8).filter(|c| *c != 0).unwrap_or(1),
-            error: anyhow!(
-                "cannot fetch the image {url} (init-rootfs {st}):\n{}",
-                child::tail(&ctx.log("init"), 15)
-            ),
-        });
-    }
-    Ok(())
-}
-
-async fn profile_image(ctx: &mut Ctx<'_>, profile: &str) -> Result<PathBuf, StartError> {
-    let (p, cache) = (profile.to_string(), ctx.cfg.cache.clone());
-    let dir = tokio::task::spawn_blocking(move || crate::images::ensure_profile(&p, &cache))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })?;
-    Ok(image::rootfs_in_dir(&dir)?)
-}
-
-async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
-    let net = ctx.s.net.clone().expect("planned");
-    let args: Vec<String> = [
-        "network-setup",
-        "--tap",
-        &net.tap,
-        "--gateway-ip",
-        &net.gateway_ip.to_string(),
-        "--vm-ip",
-        &net.vm_ip.to_string(),
-        "--prefix-len",
-        "24",
-        "--uplink",
-        &net.pod_if,
-        "--pod-ip",
-        &net.pod_ip.to_string(),
-        "--forward-port",
-        "22",
-        "--config-out",
-        &ctx.s
-            .shared_dir()
-            .join("network-config")
-            .display()
-            .to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut c = ctx.spawn("network", &args, true)?;
-    let st = tokio::time::timeout(Duration::from_secs(60), c.wait())
-        .await
-        .map_err(|_| anyhow!("network-setup did not finish within 60 s"))??;
-    if !st.success() {
-        bail_start(format!(
-            "network-setup failed ({st}):\n{}",
-            child::tail(&ctx.log("network"), 15)
-        ))?;
-    }
-    Ok(())
-}
-
-fn bail_start(msg: String) -> Result<(), StartError> {
-    Err(anyhow!(msg).into())
-}
-
-/// Starts serving the host ports (they were bound at the very start).
-fn publish(ctx: &Ctx<'_>, factory: &SocketFactory, l: Listeners) {
-    let vm = ctx.vm_ip();
-    let serve = |listener: TcpListener, target: SocketAddrV4| {
-        tokio::spawn(proxy::serve(listener, factory.clone(), target));
-    };
-    serve(l.terminal, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
-    serve(l.ssh, SocketAddrV4::new(vm, 22));
-    if ctx.s.ports.docker.is_some() {
-        serve(l.docker, SocketAddrV4::new(vm, 2375));
-    }
-    if let Some(v) = l.vscode {
-        serve(v, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
-    }
-    for (f, listener) in l.forwards {
-        serve(listener, SocketAddrV4::new(vm, f.vm));
-    }
-}
-
-async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
-    let state_dir = ctx.s.data_dir.join("vm");
-    let shared = ctx.s.shared_dir();
-    ctx.begin(
-        "boot",
-        &format!("booting the VM ({}, accel {})", ctx.cfg.vmm, ctx.cfg.accel),
-    );
-    let args: Vec<String> = vec![
-        "vm".into(),
-        "run".into(),
-        "--rootfs".into(),
-        ctx.s.data_dir.join("rootfs.ext4").display().to_string(),
-        "--cpus".into(),
-        ctx.cfg.cpus.to_string(),
-        "--memory".into(),
-        ctx.cfg.memory_mib.to_string(),
-        "--vmm".into(),
-        ctx.cfg.vmm.clone(),
-        "--accel".into(),
-        ctx.cfg.accel.clone(),
-        "--state-dir".into(),
-        state_dir.display().to_string(),
-        "--network-config".into(),
-        shared.join("network-config").display().to_string(),
-        "--ssh-key-out".into(),
-        shared.join("vm-ssh-key").display().to_string(),
-        "--known-hosts-out".into(),
-        shared.join("known_hosts").display().to_string(),
-        "--console-log".into(),
-        ctx.log("console").display().to_string(),
-        "--session-id".into(),
-        ctx.s.name.clone(),
-        "--boot-timeout".into(),
-        ctx.cfg.ready_timeout.as_secs().to_string(),
-        // Ready = SSH answers with the session's host key; Docker comes up
-        // later and is tracked by the supervisor (see `--wait-docker`).
-        "--docker-check".into(),
-        "off".into(),
-    ];
-    let mut vm = ctx.spawn("vm", &args, true)?;
-    let deadline = Instant::now() + ctx.cfg.ready_timeout;
-    let status = loop {
-        if let Ok(st) = VmStatus::load(&state_dir) {
-            match st.phase {
-                Phase::Ready => break st,
-                Phase::Failed | Phase::Stopped => bail_start(format!(
-                    "the VM failed to boot: {}\nlast console lines:\n{}",
-                    st.message.unwrap_or_default(),
-                    vm_tail(ctx)
-                ))?,
-                _ => {}
-            }
-        }
-        if let Some(st) = vm.try_wait()? {
-            bail_start(format!(
-                "the VM supervisor exited ({st}):\n{}",
-                vm_tail(ctx)
-            ))?;
-        }
-        if Instant::now() >= deadline {
-            bail_start(format!(
-                "the VM was not ready within {} s (raise --ready-timeout if the machine is slow)\nlast console lines:\n{}",
-                ctx.cfg.ready_timeout.as_secs(),
-                vm_tail(ctx)
-            ))?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    write_host_known_hosts(ctx)?;
-    ctx.done(format!(
-        "{} ({}), ready in {:.1}s by its own clock",
-        status.vmm,
-        status.accel,
-        status.boot_ms.unwrap_or(0) as f64 / 1000.0
-    ));
-    Ok(vm)
-}
-
-fn vm_tail(ctx: &Ctx<'_>) -> String {
-    let console = child::tail(&ctx.log("console"), 15);
-    let vm = child::tail(&ctx.log("vm"), 10);
-    format!("{console}\n--- vm.log ---\n{vm}")
-}
-
-fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), StartError> {
-    let shared = ctx.s.shared_dir();
-    let text = std::fs::read_to_string(shared.join("known_hosts")).unwrap_or_default();
-    let port = ctx.s.ports.ssh.unwrap_or(22);
-    dozlab_core::atomic::write_atomic(
-        &shared.join("host_known_hosts"),
-        known_hosts_for_port(&text, port).as_bytes(),
-        0o644,
-    )
-    .context("cannot write the host known_hosts file")?;
-    Ok(())
-}
-
-async fn front_ends(
-    ctx: &mut Ctx<'_>,
-    factory: &SocketFactory,
-) -> Result<(Child, Option<Child>), StartError> {
-    ctx.begin("ready", "starting the web terminal");
-    let shared = ctx.s.shared_dir();
-    let args: Vec<String> = vec![
-        "terminal".into(),
-        "--listen".into(),
-        "127.0.0.1:8081".into(),
-        "--vm-ip".into(),
-        ctx.vm_ip().to_string(),
-        "--vm-ssh-port".into(),
-        "22".into(),
-        "--ssh-key".into(),
-        shared.join("vm-ssh-key").display().to_string(),
-        "--known-hosts".into(),
-        shared.join("known_hosts").display().to_string(),
-        "--password-file".into(),
-        ctx.s.password_file.display().to_string(),
-        "--session-id".into(),
-        ctx.s.name.clone(),
-    ];
-    let mut terminal = ctx.spawn("terminal", &args, true)?;
-    let port = ctx.s.ports.terminal;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if crate::http::get_status(port, "/ready").await == Some(200) {
-            break;
-        }
-        if let Some(st) = terminal.try_wait()? {
-            bail_start(format!(
-                "the terminal exited ({st}):\n{}",
-                child::tail(&ctx.log("terminal"), 15)
-            ))?;
-        }
-        if Instant::now() >= deadline {
-            bail_start(format!(
-                "the terminal did not report ready within 60 s:\n{}",
-                child::tail(&ctx.log("terminal"), 15)
-            ))?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let vscode = start_vscode(ctx)?;
-    if ctx.cfg.wait_docker && ctx.s.docker_ready == Some(false) {
-        let deadline = Instant::now() + ctx.cfg.ready_timeout;
-        if !docker_up(factory, ctx.vm_ip(), Some(deadline)).await {
-            bail_start(format!(
-                "the VM's Docker API did not answer within {} s (--wait-docker)\nlast console lines:\n{}",
-                ctx.cfg.ready_timeout.as_secs(),
-                child::tail(&ctx.log("console"), 15)
-            ))?;
-        }
-        ctx.s.docker_ready = Some(true);
-    }
-    ctx.done(format!("terminal on {}", ctx.s.terminal_url()));
-    Ok((terminal, vscode))
-}
-
-/// code-server in the namespace, with the session password and the VM's Docker.
-fn start_vscode(ctx: &mut Ctx<'_>) -> Result<Option<Child>, StartError> {
-    if ctx.s.ports.vscode.is_none() {
-        return Ok(None);
-    }
-    let Some(bin) = crate::checks::find_program("code-server") else {
-        return Ok(None);
-    };
-    let workspace = ctx.s.data_dir.join("workspace");
-    std::fs::create_dir_all(&workspace)?;
-    let password = std::fs::read_to_string(&ctx.s.password_file)?;
-    let log = ctx.log("vscode");
-    let fd = crate::netns::open(ctx.netns())?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
-    let mut cmd = std::process::Command::new(bin);
-    cmd.args(["--bind-addr", "127.0.0.1:8080", "--auth", "password"])
-        .args(["--disable-telemetry", "--disable-update-check"])
-        .arg(&workspace)
-        .env("PASSWORD", password.trim())
-        .env("DOCKER_HOST", format!("tcp://{}:2375", ctx.vm_ip()))
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    child::enter_netns_on_exec(&mut cmd, fd);
-    let c = child::spawn(cmd, "code-server")?;
-    if let Some(pid) = c.id() {
-        ctx.s.children.push(procs::record("vscode", pid));
-        ctx.store();
-    }
-    Ok(Some(c))
 }
