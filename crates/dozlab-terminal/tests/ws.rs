@@ -66,21 +66,18 @@ async fn two_tabs_are_two_shells() {
     let mut b = Client::open(addr, &cookie).await;
     assert_ne!(a.shell, b.shell);
     assert_eq!(state.0.shells.len(), 2);
-    a.send("echo A$((1+1))A; tty\r").await;
-    b.send("echo B$((2+2))B; tty\r").await;
-    a.read_until("A2A").await;
-    b.read_until("B4B").await;
-    a.read_until("/dev/pts/").await;
-    b.read_until("/dev/pts/").await;
+    a.send("echo A$((1+1))A; tty; echo E\"\"OT\r").await;
+    b.send("echo B$((2+2))B; tty; echo E\"\"OT\r").await;
+    a.read_until("EOT").await;
+    b.read_until("EOT").await;
+    assert!(a.text().contains("A2A") && b.text().contains("B4B"));
     assert!(!a.text().contains("B4B") && !b.text().contains("A2A"));
     let pts = |t: &str| {
         t.lines()
             .find(|l| l.starts_with("/dev/pts/"))
             .map(|l| l.trim().to_string())
+            .expect("tty printed its terminal")
     };
-    b.read_until("\r\n").await;
-    a.send("true\r").await;
-    b.send("true\r").await;
     assert_ne!(pts(&a.text()), pts(&b.text()), "separate terminals");
 }
 
