@@ -1,9 +1,16 @@
-//! The rootfs manager: `dozlab image build|cached|verify|serve`.
+//! The rootfs manager: `dozlab image build|cached|verify|serve|recipe`.
 //!
-//! - [`recipe`]: declarative TOML recipes (built-in `minimal`, `vm`, `k8s`).
-//! - [`build`]: mmdebstrap → `mkfs.ext4 -d` → zstd → manifest.json, atomically.
+//! - [`recipe`]: declarative TOML recipes (built-in `minimal`, `vm`, `k8s`,
+//!   embedded from `profiles/`), `extends`, content hash.
+//! - [`build`]: mmdebstrap → `mkfs.ext4 -d` → zstd → manifest.json, in a
+//!   staging directory renamed into place; [`customize`] is the base
+//!   configuration every image gets; [`fetch`] provides sha256-pinned files;
+//!   [`tree`] reads facts from the built tree; [`host`] checks tools and root,
+//!   runs them, prints phases and handles interrupts.
 //! - [`cache`]: builds keyed by recipe content, shared safely between callers
-//!   ([`ensure_cached`] is what `dozlab up` and the test scripts use).
+//!   ([`ensure_cached`] is what `dozlab up` and `scripts/test-image` use).
+//! - [`verify`]: offline checks of an ext4 image (ext4-view, no mount, no root).
+//! - [`serve`]: HTTP with Range and an `index.json` catalog.
 
 pub mod build;
 pub mod cache;
