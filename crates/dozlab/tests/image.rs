@@ -502,3 +502,58 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
         "no chroot mount left behind"
     );
 }
+
+#[test]
+fn a_build_waiting_for_the_cache_lock_can_be_interrupted() {
+    if !can_build() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let o = dozlab(&["image", "recipe", "--profile", "minimal"]);
+    let key = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["cache_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let images = cache.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    // Another "build" holds the lock for this key.
+    let lock = fs::File::create(images.join(format!("{key}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .args([
+            "image",
+            "cached",
+            "--profile",
+            "minimal",
+            "--cache",
+            cache.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let waiting = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("another build holds"));
+    assert!(waiting.is_some(), "the waiter says what it waits for");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.is_empty(), "no path printed: {out}");
+    assert!(!images.join(&key).exists());
+}
