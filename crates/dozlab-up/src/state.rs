@@ -123,6 +123,9 @@ impl Layout {
             Err(e) => return Err(write_err(&run, e)),
         }
         let data = self.data_dir(name);
+        // Data without a record is left from before a reboot (the record
+        // lives on tmpfs): nothing owns it any more.
+        let _ = std::fs::remove_dir_all(&data);
         if let Err(e) = std::fs::create_dir_all(data.join("logs")) {
             let _ = std::fs::remove_dir(&run);
             return Err(write_err(&data, e));
@@ -354,7 +357,12 @@ mod tests {
             run_root: dir.path().join("run"),
             data_root: dir.path().join("data"),
         };
+        std::fs::create_dir_all(layout.data_dir("a").join("stale")).unwrap();
         layout.claim("a").unwrap();
+        assert!(
+            !layout.data_dir("a").join("stale").exists(),
+            "stale data removed"
+        );
         assert!(matches!(layout.claim("a"), Err(StateError::Exists(_))));
         assert!(layout.data_dir("a").join("logs").is_dir());
         let s = Session::new(&layout, "a", "vm".into());

@@ -604,6 +604,74 @@ fn check_session(env: &Env, name: &str) -> u8 {
     r["net"]["index"].as_u64().unwrap() as u8
 }
 
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A stand-in `code-server`: serves, on its `--bind-addr`, the environment
+/// and network namespace it was started with.
+fn fake_code_server(dir: &Path) {
+    let script = r#"#!/usr/bin/env python3
+import http.server, os, sys
+addr = sys.argv[sys.argv.index("--bind-addr") + 1]
+host, port = addr.rsplit(":", 1)
+body = "PASSWORD=%s\nDOCKER_HOST=%s\nNETNS=%s\nARGS=%s\n" % (
+    os.environ.get("PASSWORD"), os.environ.get("DOCKER_HOST"),
+    os.readlink("/proc/self/ns/net"), " ".join(sys.argv[1:]))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(body.encode())
+http.server.HTTPServer((host, int(port)), H).serve_forever()
+"#;
+    let p = dir.join("code-server");
+    std::fs::write(&p, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// VS Code runs in the pod with the session password and the VM's Docker,
+/// published on the host; the forwarded port reaches the VM's sshd.
+fn check_vscode_and_forward(r: &serde_json::Value, forward: u16) {
+    let port = r["ports"]["vscode"].as_u64().expect("a VS Code port") as u16;
+    let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            body.clear();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("PASSWORD=") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        body.contains(&format!("PASSWORD={}", password.trim())),
+        "{body}"
+    );
+    let vm_ip = r["net"]["vm_ip"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("DOCKER_HOST=tcp://{vm_ip}:2375")),
+        "{body}"
+    );
+    assert!(body.contains("--auth password"), "{body}");
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        !body.contains(&format!("NETNS={}", host_ns.display())),
+        "code-server runs in the session's namespace: {body}"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", forward)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut banner = [0u8; 4];
+    s.read_exact(&mut banner).unwrap();
+    assert_eq!(
+        &banner, b"SSH-",
+        "--forward {forward}:22 reaches the VM's sshd"
+    );
+}
+
 #[test]
 fn root_two_sessions_side_by_side_end_to_end() {
     need_root!();
@@ -611,10 +679,25 @@ fn root_two_sessions_side_by_side_end_to_end() {
     let env = Env::new();
     let (a, b) = (name("a"), name("b"));
     let img = image.to_str().unwrap().to_string();
+    // A gets VS Code from a stand-in `code-server` on PATH (the real one
+    // needs a newer Node than these machines have) and a forwarded port;
+    // B asks for VS Code with none on PATH.
+    let bin_dir = tempfile::tempdir().unwrap();
+    fake_code_server(bin_dir.path());
+    let forward = free_port();
+    let path_with_fake = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let start = |n: &str| {
         let mut c = env.cmd(&[
-            "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg",
+            "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg", "--vscode",
         ]);
+        if n == a {
+            c.env("PATH", &path_with_fake)
+                .args(["--forward", &format!("{forward}:22")]);
+        }
         c.args([
             "--memory",
             "768",
@@ -651,8 +734,15 @@ fn root_two_sessions_side_by_side_end_to_end() {
             assert!(t.contains(want), "ready block has {want:?}: {t}");
         }
     }
+    assert!(
+        text(&ob).contains("VS Code not started") && text(&ob).contains("code-server"),
+        "B is told why VS Code is missing: {}",
+        text(&ob)
+    );
     let result = std::panic::catch_unwind(|| {
         let (sa, sb) = (check_session(&env, &a), check_session(&env, &b));
+        check_vscode_and_forward(&record(&env, &a), forward);
+        assert!(record(&env, &b)["ports"]["vscode"].is_null());
         assert_ne!(sa, sb, "distinct subnets");
         let (ra, rb) = (record(&env, &a), record(&env, &b));
         assert_ne!(
