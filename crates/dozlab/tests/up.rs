@@ -346,6 +346,11 @@ fn down_ls_and_logs_report_unknown_sessions() {
             "{}",
             text(&out)
         );
+        // A name in use (its run directory exists) is refused before anything is made.
+        std::fs::create_dir_all(env.run_root().join("sessions").join("taken")).unwrap();
+        let out = env.run(&["up", "--name", "taken", "--image", BIN]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("already exists"), "{}", text(&out));
     }
 }
 
