@@ -2,10 +2,11 @@
 //! signal handling and exit codes, over [`crate::fetch`].
 
 use crate::options::{DEFAULT_OUT, DEFAULT_SIZE, FetchOptions};
-use crate::progress::{LOG_INTERVAL, ProgressMode};
+use crate::progress::ProgressMode;
 use anyhow::anyhow;
 use dozlab_core::ByteSize;
 use dozlab_core::failure::{CmdResult, Failure};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,6 +54,9 @@ pub struct Args {
     /// Progress display: auto (a bar on a terminal, log lines otherwise), bar, log, none.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "bar", "log", "none"])]
     pub progress: String,
+    /// Seconds between progress log lines (when not showing a bar).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub progress_interval: f64,
 }
 
 impl Args {
@@ -63,6 +67,12 @@ impl Args {
                 "--retry-delay must be a number of seconds >= 0"
             )));
         }
+        if !(self.progress_interval.is_finite() && self.progress_interval > 0.0) {
+            return Err(Failure::usage(anyhow!(
+                "--progress-interval must be a number of seconds > 0"
+            )));
+        }
+        let interval = Duration::from_secs_f64(self.progress_interval);
         Ok(FetchOptions {
             url: self.url.clone(),
             manifest: self.manifest.clone(),
@@ -76,9 +86,10 @@ impl Args {
             prepare_fs: !self.no_resize,
             progress: match self.progress.as_str() {
                 "bar" => ProgressMode::Bar,
-                "log" => ProgressMode::Log(LOG_INTERVAL),
+                "log" => ProgressMode::Log(interval),
                 "none" => ProgressMode::Off,
-                _ => ProgressMode::Auto,
+                _ if std::io::stderr().is_terminal() => ProgressMode::Bar,
+                _ => ProgressMode::Log(interval),
             },
         })
     }

@@ -153,11 +153,17 @@ impl fmt::Display for FetchReport {
             write!(f, ", {} resumes, {} restarts", self.resumes, self.restarts)?;
         }
         let rate = self.downloaded as f64 / p.download.as_secs_f64().max(1e-3);
-        write!(f, "; download {:.2?}", p.download)?;
-        if self.downloaded > 0 {
-            write!(f, " ({}/s)", human(rate as u64))?;
+        if self.cache == CacheUse::Hit {
+            write!(f, "; verified copy {:.2?}", p.copy)?;
+        } else {
+            write!(
+                f,
+                "; download {:.2?} ({}/s)",
+                p.download,
+                human(rate as u64)
+            )?;
         }
-        if self.cache != CacheUse::Off {
+        if matches!(self.cache, CacheUse::Miss | CacheUse::Refetched) {
             write!(f, ", copy {:.2?}", p.copy)?;
         }
         if self.fsck.is_some() {

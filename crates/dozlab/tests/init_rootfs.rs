@@ -312,3 +312,32 @@ fn sigterm_mid_download_removes_the_partial_image() {
         files_in(dir.path())
     );
 }
+
+#[test]
+fn without_a_terminal_progress_is_logged_as_lines_and_a_summary_ends_the_run() {
+    let server = FaultServer::start().unwrap();
+    let img = vec![9u8; 4 << 20];
+    server.add("/rootfs.ext4", img.clone());
+    server.fail_always("/rootfs.ext4", Fault::Throttle(Duration::from_millis(20)));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rootfs.ext4");
+    let (code, stdout, stderr) = run(dozlab()
+        .arg("--out")
+        .arg(&out)
+        .args(["--url", &server.url("/rootfs.ext4"), "--no-resize"])
+        .args(["--progress-interval", "0.2"]));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("rootfs.ext4: ") && l.contains(" of 4.0 MiB (") && l.contains("/s, ETA ")
+        })
+        .collect();
+    assert!(!lines.is_empty(), "no progress lines in:\n{stderr}");
+    assert!(stdout.trim_end().lines().count() == 1, "{stdout}");
+    assert!(
+        stdout.contains("4.0 MiB image, 4.0 MiB allocated; downloaded 4.0 MiB"),
+        "{stdout}"
+    );
+    assert!(std::fs::read(&out).unwrap() == img);
+}
