@@ -86,10 +86,12 @@ fn port_of(l: &TcpListener) -> u16 {
     l.local_addr().map(|a| a.port()).unwrap_or(0)
 }
 
+/// Binds the explicit ports first (`--port`, `--forward`), then picks free
+/// ones for the rest, so an automatic choice never takes a port asked for.
 fn bind_ports(cfg: &Config, s: &mut Session) -> Result<Listeners, StartError> {
-    let terminal = match cfg.port {
-        Some(p) => proxy::bind_exact(p).map_err(usage)?,
-        None => proxy::bind_from(8081)?,
+    let explicit_terminal = match cfg.port {
+        Some(p) => Some(proxy::bind_exact(p).map_err(usage)?),
+        None => None,
     };
     let mut forwards = Vec::new();
     for f in &cfg.forwards {
@@ -99,6 +101,10 @@ fn bind_ports(cfg: &Config, s: &mut Session) -> Result<Listeners, StartError> {
         })?;
         forwards.push((*f, l));
     }
+    let terminal = match explicit_terminal {
+        Some(l) => l,
+        None => proxy::bind_from(8081)?,
+    };
     let vscode = match (cfg.vscode, crate::checks::find_program("code-server")) {
         (true, Some(_)) => Some(proxy::bind_from(8080)?),
         (true, None) => {
