@@ -25,10 +25,10 @@ pub struct Args {
     pub url: Option<String>,
     /// Where the ready image goes (written beside it first, renamed at the end).
     #[arg(long, env = "IMAGE_PATH", value_name = "PATH", default_value = DEFAULT_OUT)]
-    pub out: PathBuf,
+    pub out: String,
     /// Grow the filesystem to this size (4G, 512M, 10Gi, bytes); never shrinks.
     #[arg(long, env = "IMAGE_SIZE", value_name = "SIZE", default_value = DEFAULT_SIZE)]
-    pub size: ByteSize,
+    pub size: String,
     /// Expected sha256 of the file at --url (or of the decompressed image).
     #[arg(long, env = "IMAGE_SHA256", value_name = "HEX")]
     pub sha256: Option<String>,
@@ -38,7 +38,7 @@ pub struct Args {
     pub manifest: Option<String>,
     /// Node-level cache directory, shared by sessions (keyed by sha256).
     #[arg(long, env = "IMAGE_CACHE_DIR", value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub cache: Option<String>,
     /// Retries after consecutive transient failures (reset, timeout, 5xx).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -73,13 +73,16 @@ impl Args {
             )));
         }
         let interval = Duration::from_secs_f64(self.progress_interval);
+        let size: ByteSize = or_default(&self.size, DEFAULT_SIZE)
+            .parse()
+            .map_err(|e| Failure::usage(anyhow!("--size (IMAGE_SIZE): {e}")))?;
         Ok(FetchOptions {
-            url: self.url.clone(),
-            manifest: self.manifest.clone(),
-            out: self.out.clone(),
-            size: Some(self.size),
-            sha256: self.sha256.clone(),
-            cache: self.cache.clone(),
+            url: non_empty(&self.url),
+            manifest: non_empty(&self.manifest),
+            out: PathBuf::from(or_default(&self.out, DEFAULT_OUT)),
+            size: Some(size),
+            sha256: non_empty(&self.sha256),
+            cache: non_empty(&self.cache).map(PathBuf::from),
             retries: self.retries,
             retry_delay: Duration::from_secs_f64(self.retry_delay),
             timeout: Duration::from_secs(self.timeout),
@@ -92,6 +95,21 @@ impl Args {
                 _ => ProgressMode::Log(interval),
             },
         })
+    }
+}
+
+/// An empty value (e.g. `IMAGE_SHA256: ""` in a pod spec) counts as unset.
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn or_default<'a>(v: &'a str, default: &'a str) -> &'a str {
+    match v.trim() {
+        "" => default,
+        t => t,
     }
 }
 

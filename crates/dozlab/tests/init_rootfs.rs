@@ -341,3 +341,26 @@ fn without_a_terminal_progress_is_logged_as_lines_and_a_summary_ends_the_run() {
     );
     assert!(std::fs::read(&out).unwrap() == img);
 }
+
+#[test]
+fn empty_env_vars_count_as_unset() {
+    let src = tempfile::tempdir().unwrap();
+    let img = src.path().join("img");
+    std::fs::write(&img, b"hello").unwrap();
+    let out = src.path().join("out/x.img");
+    let (code, _, stderr) = run(dozlab()
+        .env("IMAGE_DOWNLOAD_URL", &img)
+        .env("IMAGE_PATH", &out)
+        .env("IMAGE_SIZE", "")
+        .env("IMAGE_SHA256", "")
+        .env("IMAGE_MANIFEST_URL", "")
+        .env("IMAGE_CACHE_DIR", "")
+        .arg("--no-resize"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+    let (code, _, stderr) = run(dozlab()
+        .env("IMAGE_DOWNLOAD_URL", "")
+        .env("IMAGE_PATH", &out));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no image given"), "{stderr}");
+}
