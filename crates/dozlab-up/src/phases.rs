@@ -128,8 +128,10 @@ pub(crate) async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
         &net.pod_if,
         "--pod-ip",
         &net.pod_ip.to_string(),
+        // Nothing is DNATed from the pod's address: the host reaches the VM
+        // only through the supervisor's loopback proxies.
         "--forward-port",
-        "22",
+        "none",
         "--config-out",
         &ctx.s
             .shared_dir()
