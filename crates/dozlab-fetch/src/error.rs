@@ -94,9 +94,9 @@ impl FetchError {
             Self::Plan(_) | Self::Integrity(_) => ErrorKind::Integrity,
             Self::Pipeline(PipelineError::Corrupt(..)) => ErrorKind::Integrity,
             Self::Pipeline(PipelineError::Write(e)) => io_kind(e),
+            Self::Pipeline(PipelineError::Aborted) => ErrorKind::Network,
+            Self::Pipeline(PipelineError::Refused(e)) | Self::Ext(e) => ext_kind(e),
             Self::Space(_) => ErrorKind::Space,
-            Self::Ext(ExtError::Shrink { .. }) => ErrorKind::Usage,
-            Self::Ext(_) => ErrorKind::Filesystem,
             Self::Cache(CacheError::Store { source, .. }) => io_kind(source),
             Self::Cache(_) => ErrorKind::Other,
             Self::Io { source, .. } => io_kind(source),
@@ -107,6 +107,13 @@ impl FetchError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let what = what.into();
         move |source| Self::Io { what, source }
+    }
+}
+
+fn ext_kind(e: &ExtError) -> ErrorKind {
+    match e {
+        ExtError::Shrink { .. } => ErrorKind::Usage,
+        _ => ErrorKind::Filesystem,
     }
 }
 

@@ -43,11 +43,20 @@ pub enum ExtError {
 /// Size of the ext filesystem in `image`, from its superblock.
 pub fn fs_size(image: &Path) -> Result<u64, ExtError> {
     let f = File::open(image).map_err(ExtError::Read)?;
-    let mut sb = [0u8; 1024];
-    f.read_exact_at(&mut sb, 1024).map_err(|e| match e.kind() {
+    let mut head = [0u8; HEAD_LEN];
+    f.read_exact_at(&mut head, 0).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => ExtError::NotExt,
         _ => ExtError::Read(e),
     })?;
+    fs_size_from_head(&head)
+}
+
+/// Bytes at the start of an image that hold the primary superblock.
+pub const HEAD_LEN: usize = 2048;
+
+/// Size of the ext filesystem whose first [`HEAD_LEN`] bytes are `head`.
+pub fn fs_size_from_head(head: &[u8]) -> Result<u64, ExtError> {
+    let sb = head.get(1024..HEAD_LEN).ok_or(ExtError::NotExt)?;
     let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
     if u16::from_le_bytes([sb[0x38], sb[0x39]]) != EXT_MAGIC {
         return Err(ExtError::NotExt);
@@ -61,6 +70,19 @@ pub fn fs_size(image: &Path) -> Result<u64, ExtError> {
         return Err(ExtError::NotExt);
     }
     Ok(blocks * (1024u64 << log))
+}
+
+/// The early check run on the first bytes of the image while it streams in:
+/// it must be ext2/3/4, and no larger than `grow_to`. Saves downloading
+/// gigabytes only to refuse them.
+pub fn early_check(grow_to: Option<u64>) -> impl FnMut(&[u8]) -> Result<(), ExtError> + Send {
+    move |head| {
+        let current = fs_size_from_head(head)?;
+        match grow_to {
+            Some(g) => refuse_shrink(current, g),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What `e2fsck` did.

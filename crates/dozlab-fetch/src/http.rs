@@ -296,7 +296,12 @@ impl Transfer {
             progress.set_total(t);
         }
         loop {
-            let chunk = match tokio::time::timeout(self.opts.timeout, resp.chunk()).await {
+            let next = tokio::select! {
+                r = tokio::time::timeout(self.opts.timeout, resp.chunk()) => r,
+                // The writer stopped (e.g. the early image check refused it).
+                () = tx.closed() => return Err(HttpError::SinkClosed),
+            };
+            let chunk = match next {
                 Err(_) => return Err(HttpError::Stalled(self.opts.timeout)),
                 Ok(Err(e)) => return Err(HttpError::Request(e)),
                 Ok(Ok(None)) => break,

@@ -6,11 +6,13 @@
 //! `Range`) truncates the file and starts over.
 
 use crate::decode::{Compression, Decoder, MAGIC_LEN};
+use crate::ext::{ExtError, HEAD_LEN};
 use crate::sparse::SparseWriter;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 /// What the network side sends to the pipeline.
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub enum Msg {
     Data(Bytes),
     /// Start over from byte 0 (the file is truncated).
     Reset,
+    /// The download is complete: finish the image.
+    End,
 }
 
 /// Why the pipeline stopped.
@@ -28,16 +32,14 @@ pub enum PipelineError {
     Write(#[source] io::Error),
     #[error("the {0} stream is corrupt or truncated")]
     Corrupt(Compression, #[source] io::Error),
+    #[error(transparent)]
+    Refused(ExtError),
+    #[error("the download stopped before its end")]
+    Aborted,
 }
 
-impl PipelineError {
-    /// The underlying I/O error.
-    pub fn io(&self) -> &io::Error {
-        match self {
-            Self::Write(e) | Self::Corrupt(_, e) => e,
-        }
-    }
-}
+/// A check of the image's first [`HEAD_LEN`] bytes, run as soon as they arrive.
+pub type HeadCheck = Box<dyn FnMut(&[u8]) -> Result<(), ExtError> + Send>;
 
 /// The result of a complete pass.
 #[derive(Debug)]
@@ -63,10 +65,34 @@ struct ImageSink {
     hasher: Option<Sha256>,
     sparse: SparseWriter,
     failed: bool,
+    head: Vec<u8>,
+    check: Option<HeadCheck>,
+    refused: Option<ExtError>,
+}
+
+impl ImageSink {
+    /// Collects the head and runs the check once it is complete (or at the end).
+    fn run_check(&mut self, buf: &[u8], at_end: bool) -> io::Result<()> {
+        if self.check.is_none() {
+            return Ok(());
+        }
+        let take = (HEAD_LEN - self.head.len()).min(buf.len());
+        self.head.extend_from_slice(&buf[..take]);
+        if self.head.len() < HEAD_LEN && !at_end {
+            return Ok(());
+        }
+        let mut check = self.check.take().expect("checked above");
+        if let Err(e) = check(&self.head) {
+            self.refused = Some(e);
+            return Err(io::Error::other("refused by the early image check"));
+        }
+        Ok(())
+    }
 }
 
 impl Write for ImageSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.run_check(buf, false)?;
         if let Some(h) = &mut self.hasher {
             h.update(buf);
         }
@@ -88,6 +114,7 @@ enum Stage {
 pub struct Pipeline {
     file: File,
     hash_image: bool,
+    check: Option<Arc<Mutex<HeadCheck>>>,
     stored: Sha256,
     stored_len: u64,
     stage: Stage,
@@ -108,10 +135,18 @@ impl Pipeline {
         Self {
             file,
             hash_image,
+            check: None,
             stored: Sha256::new(),
             stored_len: 0,
             stage: Stage::Detect(Vec::with_capacity(MAGIC_LEN)),
         }
+    }
+
+    /// Runs `check` on the image's first [`HEAD_LEN`] bytes as soon as they
+    /// are decoded (again after a reset); its error stops the pipeline.
+    pub fn with_head_check(mut self, check: HeadCheck) -> Self {
+        self.check = Some(Arc::new(Mutex::new(check)));
+        self
     }
 
     /// Feeds the next downloaded bytes.
@@ -149,9 +184,14 @@ impl Pipeline {
         let Stage::Run(compression, decoder) = self.stage else {
             unreachable!("started above")
         };
-        let sink = decoder
-            .finish()
-            .map_err(|e| PipelineError::Corrupt(compression, e))?;
+        let result = decoder.finish();
+        let mut sink = match result {
+            Ok(sink) => sink,
+            Err(e) => return Err(PipelineError::Corrupt(compression, e)),
+        };
+        if sink.run_check(&[], true).is_err() {
+            return Err(PipelineError::Refused(sink.refused.take().expect("set")));
+        }
         let stored_sha256 = hex::encode(self.stored.finalize());
         let image_sha256 = match (compression, sink.hasher) {
             (Compression::None, _) => Some(stored_sha256.clone()),
@@ -173,10 +213,17 @@ impl Pipeline {
     fn start(&mut self, head: &[u8]) -> Result<(), PipelineError> {
         let compression = Compression::detect(head);
         let file = self.file.try_clone().map_err(PipelineError::Write)?;
+        let check = self.check.clone().map(|c| {
+            Box::new(move |head: &[u8]| (c.lock().unwrap_or_else(|e| e.into_inner()))(head))
+                as HeadCheck
+        });
         let sink = ImageSink {
             hasher: (self.hash_image && compression != Compression::None).then(Sha256::new),
             sparse: SparseWriter::new(file),
             failed: false,
+            head: Vec::new(),
+            check,
+            refused: None,
         };
         let decoder = Decoder::new(compression, sink).map_err(PipelineError::Write)?;
         self.stage = Stage::Run(compression, Box::new(decoder));
@@ -191,7 +238,9 @@ impl Pipeline {
             return Ok(());
         }
         decoder.write_all(data).map_err(|e| {
-            if decoder.inner_failed() {
+            if let Some(r) = decoder.refused() {
+                PipelineError::Refused(r)
+            } else if decoder.inner_failed() {
                 PipelineError::Write(e)
             } else {
                 PipelineError::Corrupt(*compression, e)
@@ -201,6 +250,19 @@ impl Pipeline {
 }
 
 impl Decoder<ImageSink> {
+    fn sink_mut(&mut self) -> &mut ImageSink {
+        match self {
+            Decoder::None(w) => w,
+            Decoder::Zstd(d) => d.get_mut(),
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Xz(d) => d.get_mut(),
+        }
+    }
+
+    fn refused(&mut self) -> Option<ExtError> {
+        self.sink_mut().refused.take()
+    }
+
     fn inner_failed(&self) -> bool {
         match self {
             Decoder::None(w) => w.failed,
@@ -211,7 +273,8 @@ impl Decoder<ImageSink> {
     }
 }
 
-/// Runs `pipeline` over the messages of `rx` until the sender closes.
+/// Runs `pipeline` over the messages of `rx` until [`Msg::End`]; a sender
+/// that goes away before it means the download failed ([`PipelineError::Aborted`]).
 pub fn run_channel(
     mut pipeline: Pipeline,
     mut rx: tokio::sync::mpsc::Receiver<Msg>,
@@ -220,9 +283,10 @@ pub fn run_channel(
         match msg {
             Msg::Data(b) => pipeline.feed(&b)?,
             Msg::Reset => pipeline.reset()?,
+            Msg::End => return pipeline.finish(),
         }
     }
-    pipeline.finish()
+    Err(PipelineError::Aborted)
 }
 
 #[cfg(test)]
@@ -293,6 +357,35 @@ mod tests {
         let w = p.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
         assert_eq!(w.stored_sha256, sha256_hex(b"hello world"));
+    }
+
+    #[test]
+    fn the_head_check_sees_the_first_decoded_bytes_and_can_stop_the_pass() {
+        let data = sample();
+        let packed = compress(&data, Compression::Gzip);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new(File::create(dir.path().join("i")).unwrap(), false);
+        let mut p = p.with_head_check(Box::new(move |head| {
+            s2.lock().unwrap().push(head.to_vec());
+            Err(ExtError::NotExt)
+        }));
+        let err = p.feed(&packed).err().or_else(|| p.finish().err()).unwrap();
+        assert!(
+            matches!(err, PipelineError::Refused(ExtError::NotExt)),
+            "{err}"
+        );
+        assert_eq!(*seen.lock().unwrap(), [data[..HEAD_LEN].to_vec()]);
+
+        let mut p = Pipeline::new(File::create(dir.path().join("j")).unwrap(), false)
+            .with_head_check(Box::new(|_| Ok(())));
+        p.feed(b"short").unwrap();
+        assert_eq!(
+            p.finish().unwrap().image_len,
+            5,
+            "an accepting check changes nothing"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::error::FetchError;
 use crate::ext;
 use crate::http::{self, HttpError, HttpOptions, Transfer};
 use crate::options::{CacheUse, FetchOptions, FetchReport, Phases};
-use crate::pipeline::{Pipeline, Written, run_channel};
+use crate::pipeline::{Msg, Pipeline, PipelineError, Written, run_channel};
 use crate::plan::{self, Expect, Plan};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
@@ -233,6 +233,10 @@ async fn download(
         .try_clone()
         .map_err(FetchError::io("cannot reopen the temporary file"))?;
     let hash_image = ctx.plan.hash_image() || ctx.opts.cache.is_some();
+    let mut pipeline = Pipeline::new(file, hash_image);
+    if ctx.opts.prepare_fs {
+        pipeline = pipeline.with_head_check(Box::new(ext::early_check(ctx.grow_to)));
+    }
     let label = ctx.plan.source.file_name();
     let (w, resumes, restarts) = match &ctx.plan.source {
         Source::Http(url) => {
@@ -246,10 +250,11 @@ async fn download(
             check_space(space_dir, ctx.plan.image_size_estimate(t.total()), grow_to)?;
             let progress = Progress::new(ctx.opts.progress, &label, t.total());
             let (tx, rx) = tokio::sync::mpsc::channel(64);
-            let worker = tokio::task::spawn_blocking(move || {
-                run_channel(Pipeline::new(file, hash_image), rx)
-            });
-            let res = t.run(first, &tx, &progress).await;
+            let worker = tokio::task::spawn_blocking(move || run_channel(pipeline, rx));
+            let mut res = t.run(first, &tx, &progress).await;
+            if res.is_ok() && tx.send(Msg::End).await.is_err() {
+                res = Err(HttpError::SinkClosed);
+            }
             drop(tx);
             progress.finish();
             let written = worker.await.map_err(|e| FetchError::Io {
@@ -257,8 +262,10 @@ async fn download(
                 source: std::io::Error::other(e.to_string()),
             })?;
             match (res, written) {
-                (Err(HttpError::SinkClosed), Err(e)) => return Err(e.into()),
-                (Err(e), _) => return Err(e.into()),
+                (Err(e), Err(PipelineError::Aborted)) => return Err(e.into()),
+                // The writer's failure is the cause of whatever the network side saw.
+                (Err(_), Err(e)) => return Err(e.into()),
+                (Err(e), Ok(_)) => return Err(e.into()),
                 (Ok(()), w) => (w?, t.resumes, t.restarts),
             }
         }
@@ -270,7 +277,7 @@ async fn download(
             let len = src.metadata().map(|m| m.len()).ok();
             check_space(space_dir, ctx.plan.image_size_estimate(len), grow_to)?;
             let progress = Progress::new(ctx.opts.progress, &label, len);
-            let w = read_file(src, file, hash_image, path.display().to_string(), progress).await?;
+            let w = read_file(src, pipeline, path.display().to_string(), progress).await?;
             (w, 0, 0)
         }
     };
@@ -293,15 +300,13 @@ impl Drop for CancelOnDrop {
 
 async fn read_file(
     mut src: File,
-    dst: File,
-    hash_image: bool,
+    mut p: Pipeline,
     name: String,
     progress: Progress,
 ) -> Result<Written, FetchError> {
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let flag = cancel.0.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let mut p = Pipeline::new(dst, hash_image);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             if flag.load(Ordering::Relaxed) {

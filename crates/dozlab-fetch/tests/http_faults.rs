@@ -241,3 +241,21 @@ async fn dropping_the_future_mid_download_removes_the_temporary_file() {
         files_in(dir.path())
     );
 }
+
+#[tokio::test]
+async fn a_compressed_download_that_dies_midway_is_a_network_error_not_corruption() {
+    let server = FaultServer::start().unwrap();
+    let packed = dozlab_fetch::testing::compress(&sparse_image(IMG), dozlab_fetch::Compression::Xz);
+    server.add("/rootfs.ext4.xz", packed.clone());
+    server.fail_always(
+        "/rootfs.ext4.xz",
+        Fault::TruncateAfter(packed.len() as u64 / 2),
+    );
+    server.fail_always("/rootfs.ext4.xz", Fault::IgnoreRange);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&server.url("/rootfs.ext4.xz"), &dir.path().join("out"));
+    o.retries = 1;
+    let e = fetch(&o).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(files_in(dir.path()).is_empty());
+}

@@ -299,3 +299,37 @@ async fn ext4_images_are_checked_and_grown_never_shrunk() {
     assert_eq!(e.kind(), ErrorKind::Filesystem);
     assert_eq!(files_in(dir.path()), ["rootfs.ext4"]);
 }
+
+#[tokio::test]
+async fn a_shrink_or_a_non_ext4_image_is_refused_as_soon_as_its_head_arrives() {
+    let src = tempfile::tempdir().unwrap();
+    let image = src.path().join("rootfs.ext4");
+    make_ext4(&image, 32 << 20, &[("big", &sparse_image(4 << 20)[..])]).unwrap();
+    let packed = compress(&std::fs::read(&image).unwrap(), Compression::Zstd);
+    let server = FaultServer::start().unwrap();
+    // Both streams stall after their first half: only an early check can end
+    // the fetch before the (long) timeout, with a usage or filesystem error
+    // instead of a network one.
+    server.add("/rootfs.ext4.zst", packed.clone());
+    server.fail_always(
+        "/rootfs.ext4.zst",
+        Fault::StallAfter(packed.len() as u64 / 2),
+    );
+    server.add("/random", sparse_image(IMG));
+    server.fail_always("/random", Fault::StallAfter(IMG as u64 / 2));
+    let dir = tempfile::tempdir().unwrap();
+    for (path, kind, needle) in [
+        ("/rootfs.ext4.zst", ErrorKind::Usage, "refusing to shrink"),
+        ("/random", ErrorKind::Filesystem, "not an ext2/3/4"),
+    ] {
+        let mut o = opts(&server.url(path), &dir.path().join("out"));
+        o.prepare_fs = true;
+        o.size = Some(ByteSize(16 << 20));
+        o.timeout = Duration::from_secs(120);
+        o.retries = 0;
+        let e = fetch(&o).await.unwrap_err();
+        assert_eq!(e.kind(), kind, "{path}: {e}");
+        assert!(e.to_string().contains(needle), "{path}: {e}");
+        assert!(files_in(dir.path()).is_empty());
+    }
+}
