@@ -253,6 +253,9 @@ pub struct LsArgs {
     /// Print the session records as a JSON array.
     #[arg(long)]
     pub json: bool,
+    /// Also print the last sessions that ended, and why (from `ended.log`).
+    #[arg(long)]
+    pub ended: bool,
 }
 
 /// The state shown for a record: a session whose supervisor is gone is `dead`.
@@ -301,6 +304,15 @@ pub fn run_ls(args: LsArgs) -> CmdResult {
             serde_json::to_string_pretty(&rows).expect("serialises")
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.ended {
+        let log = std::fs::read_to_string(layout.run_root.join("ended.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        println!("Ended (most recent last):");
+        for l in &lines[lines.len().saturating_sub(10)..] {
+            println!("  {l}");
+        }
+        println!();
     }
     if sessions.is_empty() {
         println!("No sessions. Start one with `dozlab up`.");

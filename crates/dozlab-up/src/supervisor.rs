@@ -272,6 +272,7 @@ pub fn supervise(layout: &Layout, cfg: &Config, sink: &mut dyn Sink) -> Result<(
             s.state = State::Stopping;
             let _ = s.store(layout);
             finish(layout, &s);
+            note_end(layout, &s.name, &why);
             rt.shutdown_timeout(Duration::from_secs(1));
             eprintln!("Session {} stopped and removed.", s.name);
             Ok(())
@@ -299,8 +300,31 @@ fn fail(
         code: e.code,
         message: format!("{:#}", e.error),
     });
+    tracing::error!("session {} failed: {:#}", s.name, e.error);
     finish(layout, &s);
+    note_end(layout, &s.name, &format!("failed: {:#}", e.error));
     Err(e)
+}
+
+/// Appends one line to `<run root>/ended.log`, so why a session ended is
+/// known after its logs went with it (`dozlab ls --ended`).
+fn note_end(layout: &Layout, name: &str, why: &str) {
+    use std::io::Write;
+    let first_line = why.lines().next().unwrap_or("");
+    let line = format!(
+        "{} {name} {first_line}\n",
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
+    let path = layout.run_root.join("ended.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn finish(layout: &Layout, s: &Session) {

@@ -319,6 +319,12 @@ fn root_unbootable_image_fails_after_the_network_phase_and_removes_it() {
     );
     let slot = slot_from(&t);
     env.assert_nothing_left(&n, slot);
+    let ended = env.run(&["ls", "--ended"]);
+    let ended = String::from_utf8_lossy(&ended.stdout).into_owned();
+    assert!(
+        ended.contains(&format!("{n} failed:")),
+        "why it ended is kept: {ended}"
+    );
 }
 
 /// The slot N from "VM 172.16.N.2" in the output.
