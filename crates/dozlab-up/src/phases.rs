@@ -223,7 +223,7 @@ pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
             match st.phase {
                 Phase::Ready => break st,
                 Phase::Failed | Phase::Stopped => bail_start(format!(
-                    "the VM failed to boot: {}\nlast console lines:\n{}",
+                    "the VM failed to boot: {}\n{}",
                     st.message.unwrap_or_default(),
                     vm_tail(ctx)
                 ))?,
@@ -238,7 +238,7 @@ pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
         }
         if Instant::now() >= deadline {
             bail_start(format!(
-                "the VM was not ready within {} s (raise --ready-timeout if the machine is slow)\nlast console lines:\n{}",
+                "the VM was not ready within {} s (raise --ready-timeout if the machine is slow)\n{}",
                 ctx.cfg.ready_timeout.as_secs(),
                 vm_tail(ctx)
             ))?;
@@ -258,7 +258,7 @@ pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
 pub(crate) fn vm_tail(ctx: &Ctx<'_>) -> String {
     let console = child::tail(&ctx.log("console"), 15);
     let vm = child::tail(&ctx.log("vm"), 10);
-    format!("{console}\n--- vm.log ---\n{vm}")
+    format!("--- console.log ---\n{console}\n--- vm.log ---\n{vm}")
 }
 
 pub(crate) fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), StartError> {
