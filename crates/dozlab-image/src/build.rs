@@ -70,6 +70,8 @@ pub struct BuildOptions {
     pub mirror: Option<String>,
     /// Where pinned downloads are kept between builds.
     pub download_cache: Option<PathBuf>,
+    /// Where the tree is assembled (default: see [`work_dir_for`]).
+    pub work_dir: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -100,6 +102,54 @@ pub fn cache_key(recipe: &Recipe, opts: &BuildOptions) -> String {
     hex::encode(h.finalize())
 }
 
+const WORK_PREFIX: &str = "dozlab-image-work-";
+const SHM: &str = "/dev/shm";
+/// Free space (and available memory) /dev/shm needs to hold a tree.
+const SHM_MIN_FREE: u64 = 4 << 30;
+
+/// The directory the tree is assembled in: under `--work-dir` when given,
+/// else under /dev/shm when it is a tmpfs with room (RAM: fast to write and,
+/// above all, fast to delete), else `staging/work`.
+pub fn work_dir_for(opts: &BuildOptions, staging: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let root = match &opts.work_dir {
+        Some(dir) => dir.clone(),
+        None if shm_has_room() => PathBuf::from(SHM),
+        None => return staging.join("work"),
+    };
+    remove_stale_staging(&root, WORK_PREFIX);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    root.join(format!("{WORK_PREFIX}{n}-{}", std::process::id()))
+}
+
+fn shm_has_room() -> bool {
+    let is_tmpfs = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&SHM) && f.iter().skip_while(|x| **x != "-").nth(1) == Some(&"tmpfs")
+        });
+    let free = Command::new("df")
+        .args(["-B1", "--output=avail", SHM])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let mem_available = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    is_tmpfs && free >= SHM_MIN_FREE && mem_available >= SHM_MIN_FREE
+}
+
 /// Builds `recipe` inside `staging` (created; must not hold an earlier build).
 /// On success `staging` holds exactly rootfs.ext4, rootfs.ext4.zst and manifest.json.
 pub fn build_in(
@@ -110,10 +160,11 @@ pub fn build_in(
     host::preflight()?;
     let mut progress = Progress::new(6);
     fs::create_dir_all(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
-    let work = staging.join("work");
+    let work = work_dir_for(opts, staging);
+    remove_tree_safely(&work);
+    let work_guard = StagingGuard(work.clone());
     let tree = work.join("tree");
     let overlay = work.join("overlay");
-    remove_tree_safely(&work);
 
     progress.phase("prepare: base configuration and pinned files");
     let early = work.join("early");
@@ -156,12 +207,16 @@ pub fn build_in(
     let size = image_size(tree_bytes, opts.size)?;
     let image = staging.join(IMAGE_FILE);
     host::run(&mut mkfs_command(&tree, &image, size))?;
-    fs::remove_dir_all(&work).map_err(io_err("cannot remove the build tree"))?;
     progress.done(&format!("{IMAGE_FILE}, {size} apparent"));
 
-    progress.phase("compress (zstd) and checksum");
+    progress.phase("compress (zstd) and checksum, remove the tree");
+    // Deleting tens of thousands of files can take long on a busy disk: do it
+    // while zstd compresses.
+    let cleaner = std::thread::spawn(move || drop(work_guard));
     let zst = staging.join(IMAGE_ZST_FILE);
-    let (raw, compressed) = compress_and_hash(&image, &zst)?;
+    let compressed = compress_and_hash(&image, &zst);
+    cleaner.join().expect("tree removal does not panic");
+    let (raw, compressed) = compressed?;
     progress.done(&format!(
         "{IMAGE_ZST_FILE} {}",
         dozlab_core::size::human(compressed.size)
@@ -470,6 +525,24 @@ mod tests {
         assert!(mounts_under(Path::new("/proc")).contains(&"/proc".to_string()));
         let d = tempfile::tempdir().unwrap();
         assert!(mounts_under(d.path()).is_empty());
+    }
+
+    #[test]
+    fn work_dir_follows_the_option_and_is_unique() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = BuildOptions {
+            work_dir: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let a = work_dir_for(&opts, Path::new("/nonexistent"));
+        let b = work_dir_for(&opts, Path::new("/nonexistent"));
+        assert!(a.starts_with(d.path()) && a != b);
+        assert!(
+            a.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&format!("-{}", std::process::id()))
+        );
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct RecipeArgs {
     /// Debian mirror URL for mmdebstrap (default: mmdebstrap's own choice).
     #[arg(long)]
     pub mirror: Option<String>,
+    /// Where to assemble the tree (default: /dev/shm when it is a tmpfs with
+    /// 4 GiB free, else inside the output's staging directory).
+    #[arg(long, env = "DOZLAB_IMAGE_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// `image build`.
@@ -168,6 +172,7 @@ fn load(args: &RecipeArgs) -> Result<(Recipe, BuildOptions), Failure> {
         size: args.size,
         mirror: args.mirror.clone(),
         download_cache: None,
+        work_dir: args.work_dir.clone(),
     };
     Ok((recipe, opts))
 }
