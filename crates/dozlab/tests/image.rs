@@ -479,8 +479,9 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
         }
     }
     assert!(seen.iter().any(|l| l.contains("bootstrap")), "{seen:?}");
+    let pid = child.id();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -496,11 +497,22 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
         left.is_empty(),
         "staging removed, nothing at final paths: {left:?}"
     );
+    // The tree may have been assembled in /dev/shm: nothing of it may remain.
+    let pid_suffix = format!("-{pid}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(dir.path().to_str().unwrap()),
-        "no chroot mount left behind"
-    );
+    let leftover_mount = mounts.lines().any(|l| {
+        l.contains(dir.path().to_str().unwrap())
+            || (l.contains("dozlab-image-work-") && l.contains(&pid_suffix))
+    });
+    assert!(!leftover_mount, "no chroot mount left behind");
+    let shm_left = fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .any(|n| n.starts_with("dozlab-image-work-") && n.ends_with(&pid_suffix))
+        })
+        .unwrap_or(false);
+    assert!(!shm_left, "work tree in /dev/shm removed");
 }
 
 #[test]
