@@ -143,8 +143,9 @@ mod tests {
         }
         let table = format!("dozlab-t-nft-{}", std::process::id());
         create(&table, "dzl250h", "10.213.250.0".parse().unwrap(), 30).unwrap();
-        assert!(exists(&table));
+        let present = exists(&table);
         remove(&table).unwrap();
+        assert!(present);
         assert!(!exists(&table));
         remove(&table).unwrap();
     }

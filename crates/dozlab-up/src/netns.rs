@@ -190,11 +190,21 @@ pub fn kill_all_in(name: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn is_root() -> bool {
         nix::unistd::geteuid().is_root()
+    }
+
+    /// Deletes the test's namespace even when an assertion fails.
+    pub(crate) struct Guard(pub(crate) String);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            kill_all_in(&self.0);
+            let _ = delete(&self.0);
+        }
     }
 
     #[test]
@@ -205,6 +215,7 @@ mod tests {
         }
         let name = format!("dozlab-t-ns-{}", std::process::id());
         create(&name).unwrap();
+        let _guard = Guard(name.clone());
         assert!(matches!(create(&name), Err(NetnsError::Exists(_))));
         let ino = inode(&name).unwrap();
         let inside = run_in(&name, || {

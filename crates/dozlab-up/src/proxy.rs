@@ -183,6 +183,7 @@ mod tests {
         }
         let name = format!("dozlab-t-px-{}", std::process::id());
         netns::create(&name).unwrap();
+        let _guard = netns::tests::Guard(name.clone());
         let result = async {
             let pod = crate::link::connect(Some(&name)).await.unwrap();
             let lo = crate::link::index(&pod, "lo").await.unwrap().unwrap();
