@@ -13,6 +13,7 @@
 //! the temporary file.
 
 pub mod cache;
+mod cached;
 pub mod cli;
 pub mod copy;
 pub mod decode;

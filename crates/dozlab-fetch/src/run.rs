@@ -1,8 +1,6 @@
 //! [`fetch`]: plan, download (or take from the cache), verify, check and grow,
 //! then rename into place. Dropping the future cancels and cleans up.
 
-use crate::cache::{Cache, Entry};
-use crate::copy::copy_sparse;
 use crate::error::FetchError;
 use crate::ext;
 use crate::http::{self, HttpError, HttpOptions, Transfer};
@@ -24,37 +22,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-struct Ctx<'a> {
-    opts: &'a FetchOptions,
-    client: Client,
-    http: HttpOptions,
-    plan: Plan,
-    grow_to: Option<u64>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) opts: &'a FetchOptions,
+    pub(crate) client: Client,
+    pub(crate) http: HttpOptions,
+    pub(crate) plan: Plan,
+    pub(crate) grow_to: Option<u64>,
 }
 
 /// A download's result and statistics.
-struct Downloaded {
-    w: Written,
-    resumes: u32,
-    restarts: u32,
-    elapsed: Duration,
+pub(crate) struct Downloaded {
+    pub(crate) w: Written,
+    pub(crate) resumes: u32,
+    pub(crate) restarts: u32,
+    pub(crate) elapsed: Duration,
 }
 
 /// What the download or cache phase produced in the temporary file.
-struct Got {
-    compression: Option<crate::decode::Compression>,
-    downloaded: u64,
-    stored_sha256: Option<String>,
-    image_sha256: Option<String>,
-    cache: CacheUse,
-    resumes: u32,
-    restarts: u32,
-    download: Duration,
-    copy: Duration,
+pub(crate) struct Got {
+    pub(crate) compression: Option<crate::decode::Compression>,
+    pub(crate) downloaded: u64,
+    pub(crate) stored_sha256: Option<String>,
+    pub(crate) image_sha256: Option<String>,
+    pub(crate) cache: CacheUse,
+    pub(crate) resumes: u32,
+    pub(crate) restarts: u32,
+    pub(crate) download: Duration,
+    pub(crate) copy: Duration,
 }
 
 impl Got {
-    fn from_download(d: &Downloaded, cache: CacheUse) -> Self {
+    pub(crate) fn from_download(d: &Downloaded, cache: CacheUse) -> Self {
         Self {
             compression: Some(d.w.compression),
             downloaded: d.w.stored_len,
@@ -84,7 +82,7 @@ pub async fn fetch(opts: &FetchOptions) -> Result<FetchReport, FetchError> {
         opts.out.display()
     )))?;
     let got = match (&opts.cache, ctx.plan.cache_key().map(str::to_string)) {
-        (Some(dir), Some(key)) => via_cache(&ctx, dir, &key, &tmp).await?,
+        (Some(dir), Some(key)) => crate::cached::via_cache(&ctx, dir, &key, &tmp).await?,
         (cache, _) => {
             if cache.is_some() {
                 tracing::warn!(
@@ -200,7 +198,7 @@ fn normalize_sha256(s: &str) -> Result<String, FetchError> {
     }
 }
 
-fn dir_of(p: &Path) -> &Path {
+pub(crate) fn dir_of(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -208,7 +206,11 @@ fn dir_of(p: &Path) -> &Path {
 }
 
 /// Fails before the first byte unless `dir` can hold the image (and its growth).
-fn check_space(dir: &Path, image: Option<u64>, grow_to: Option<u64>) -> Result<(), FetchError> {
+pub(crate) fn check_space(
+    dir: &Path,
+    image: Option<u64>,
+    grow_to: Option<u64>,
+) -> Result<(), FetchError> {
     let what = match (image, grow_to) {
         (None, None) => return Ok(()),
         (Some(i), Some(g)) if g > i => format!("the image grown to {}", human(g)),
@@ -221,7 +223,7 @@ fn check_space(dir: &Path, image: Option<u64>, grow_to: Option<u64>) -> Result<(
 }
 
 /// Downloads into `tmp` (empty) with the space check against `space_dir`.
-async fn download(
+pub(crate) async fn download(
     ctx: &Ctx<'_>,
     tmp: &TempFile,
     space_dir: &Path,
@@ -331,111 +333,6 @@ async fn read_file(
     })?;
     drop(cancel);
     r
-}
-
-/// The cache path: a verified hit is copied; otherwise, under the lock, the
-/// image is downloaded into the cache, verified, published and copied.
-async fn via_cache(
-    ctx: &Ctx<'_>,
-    dir: &Path,
-    key: &str,
-    tmp: &TempFile,
-) -> Result<Got, FetchError> {
-    let cache = Cache::open(dir)?;
-    let mut bad = None;
-    if let Some(e) = cache.lookup(key) {
-        if let Some(got) = copy_hit(ctx, &e, tmp).await? {
-            return Ok(got);
-        }
-        bad = Some(e.ino);
-    }
-    let _lock = cache.lock(key).await?;
-    if let Some(e) = cache.lookup(key) {
-        if Some(e.ino) != bad
-            && let Some(got) = copy_hit(ctx, &e, tmp).await?
-        {
-            return Ok(got);
-        }
-        cache.evict(key, e.ino);
-        bad = Some(e.ino);
-    }
-    let out_dir = dir_of(&ctx.opts.out);
-    check_space(out_dir, ctx.plan.image_size_estimate(None), ctx.grow_to)?;
-    let ctmp = cache.temp(key)?;
-    let d = download(ctx, &ctmp, cache.dir(), None).await?;
-    ctx.plan.verify(&d.w)?;
-    let image_sha256 = d.w.image_sha256.clone().unwrap_or_default();
-    cache.commit(key, ctmp, &image_sha256, d.w.image_len)?;
-    let start = Instant::now();
-    check_space(out_dir, Some(d.w.image_len), ctx.grow_to)?;
-    let src =
-        d.w.file
-            .try_clone()
-            .map_err(FetchError::io("cannot reopen the cache entry"))?;
-    copy_into(src, d.w.image_len, tmp, false).await?;
-    let mut got = Got::from_download(
-        &d,
-        if bad.is_some() {
-            CacheUse::Refetched
-        } else {
-            CacheUse::Miss
-        },
-    );
-    got.copy = start.elapsed();
-    Ok(got)
-}
-
-/// Copies a cache entry into `tmp`, verifying it; `None` when it is corrupt.
-async fn copy_hit(ctx: &Ctx<'_>, e: &Entry, tmp: &TempFile) -> Result<Option<Got>, FetchError> {
-    let start = Instant::now();
-    check_space(dir_of(&ctx.opts.out), Some(e.len), ctx.grow_to)?;
-    let Ok(src) = File::open(&e.path) else {
-        return Ok(None);
-    };
-    let digest = copy_into(src, e.len, tmp, true).await?;
-    let expected_image = ctx.plan.expect.image_sha256.as_deref();
-    if digest.as_deref() != Some(e.image_sha256.as_str())
-        || expected_image.is_some_and(|x| x != e.image_sha256)
-    {
-        tracing::warn!(
-            "cache entry {} is corrupt (sha256 {}, recorded {}); fetching it again",
-            e.path.display(),
-            digest.unwrap_or_default(),
-            e.image_sha256
-        );
-        return Ok(None);
-    }
-    tracing::info!("using cache entry {}", e.path.display());
-    Ok(Some(Got {
-        compression: None,
-        downloaded: 0,
-        stored_sha256: ctx.plan.cache_key().map(str::to_string),
-        image_sha256: Some(e.image_sha256.clone()),
-        cache: CacheUse::Hit,
-        resumes: 0,
-        restarts: 0,
-        download: Duration::ZERO,
-        copy: start.elapsed(),
-    }))
-}
-
-async fn copy_into(
-    src: File,
-    len: u64,
-    tmp: &TempFile,
-    hash: bool,
-) -> Result<Option<String>, FetchError> {
-    let dst = tmp
-        .file()
-        .try_clone()
-        .map_err(FetchError::io("cannot reopen the temporary file"))?;
-    dst.set_len(0)
-        .map_err(FetchError::io("cannot truncate the temporary file"))?;
-    let copied = tokio::task::spawn_blocking(move || copy_sparse(&src, len, dst, hash))
-        .await
-        .map_err(|e| FetchError::io("the copy crashed")(std::io::Error::other(e.to_string())))?
-        .map_err(FetchError::io("cannot copy the image out of the cache"))?;
-    Ok(copied.sha256)
 }
 
 async fn prepare_fs(
