@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Why a profile image is not available.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("unknown image profile {profile:?}")]
+    #[error("cannot use the image recipe {profile:?}")]
     Recipe {
         profile: String,
         #[source]

@@ -267,6 +267,33 @@ fn not_found_server() -> u16 {
 }
 
 #[test]
+fn root_bad_recipe_is_a_usage_error_from_the_image_builder() {
+    need_root!();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("broken.toml");
+    std::fs::write(&recipe, "this is [not a recipe\n").unwrap();
+    let n = name("recipe");
+    let cache = dir.path().join("cache");
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        recipe.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("cannot use the image recipe") && t.contains("broken.toml"),
+        "{t}"
+    );
+    env.assert_nothing_left(&n, None);
+}
+
+#[test]
 fn root_bad_url_fails_with_the_http_status_and_leaves_nothing() {
     need_root!();
     let env = Env::new();
