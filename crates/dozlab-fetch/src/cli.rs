@@ -39,6 +39,9 @@ pub struct Args {
     /// Node-level cache directory, shared by sessions (keyed by sha256).
     #[arg(long, env = "IMAGE_CACHE_DIR", value_name = "DIR")]
     pub cache: Option<String>,
+    /// Extra CA certificates (PEM file) to trust for https://, besides the system's.
+    #[arg(long, env = "IMAGE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<String>,
     /// Retries after consecutive transient failures (reset, timeout, 5xx).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -83,6 +86,7 @@ impl Args {
             size: Some(size),
             sha256: non_empty(&self.sha256),
             cache: non_empty(&self.cache).map(PathBuf::from),
+            ca_cert: non_empty(&self.ca_cert).map(PathBuf::from),
             retries: self.retries,
             retry_delay: Duration::from_secs_f64(self.retry_delay),
             timeout: Duration::from_secs(self.timeout),

@@ -56,7 +56,11 @@ impl HttpError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            Self::Request(e) => !e.is_builder() && !e.is_redirect(),
+            // A certificate the client does not trust will not become trusted
+            // by retrying (reqwest reports it only as a connect error).
+            Self::Request(e) => {
+                !e.is_builder() && !e.is_redirect() && !chain(e).contains("certificate")
+            }
             Self::Stalled(_) | Self::Truncated { .. } | Self::BadRange { .. } => true,
             Self::SizeMismatch { .. } | Self::GaveUp { .. } | Self::SinkClosed => false,
         }
@@ -73,10 +77,15 @@ pub struct HttpOptions {
 }
 
 /// An HTTP client for image downloads (rustls, no transparent decompression).
-pub fn client(timeout: Duration) -> Result<Client, HttpError> {
+/// `extra_roots` are trusted in addition to the system's roots.
+pub fn client(
+    timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
+) -> Result<Client, HttpError> {
     Client::builder()
         .connect_timeout(timeout)
         .user_agent(concat!("dozlab/", env!("CARGO_PKG_VERSION")))
+        .tls_certs_merge(extra_roots)
         .build()
         .map_err(HttpError::Request)
 }

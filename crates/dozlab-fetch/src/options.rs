@@ -30,6 +30,8 @@ pub struct FetchOptions {
     pub sha256: Option<String>,
     /// Node-level cache directory.
     pub cache: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for `https://`, besides the system's.
+    pub ca_cert: Option<PathBuf>,
     /// Retries after transient failures (consecutive, without progress).
     pub retries: u32,
     /// Delay before the first retry (doubles, up to 30 s, with jitter).
@@ -52,6 +54,7 @@ impl FetchOptions {
             size: None,
             sha256: None,
             cache: None,
+            ca_cert: None,
             retries: 5,
             retry_delay: Duration::from_secs(1),
             timeout: Duration::from_secs(30),

@@ -155,7 +155,11 @@ async fn prepare(opts: &FetchOptions) -> Result<Ctx<'_>, FetchError> {
         },
         timeout: opts.timeout,
     };
-    let client = http::client(opts.timeout)?;
+    let roots = match &opts.ca_cert {
+        Some(p) => extra_roots(p)?,
+        None => Vec::new(),
+    };
+    let client = http::client(opts.timeout, roots)?;
     let url = opts.url.as_deref().map(Source::parse).transpose()?;
     let plan = match (&opts.manifest, url) {
         (Some(m), url) => {
@@ -185,6 +189,22 @@ async fn prepare(opts: &FetchOptions) -> Result<Ctx<'_>, FetchError> {
         plan,
         grow_to,
     })
+}
+
+/// The PEM certificates of `--ca-cert`.
+fn extra_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let bad = |why: String| {
+        FetchError::Usage(format!(
+            "--ca-cert {}: {why}; give a PEM file of CA certificates",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(http::chain(&e)))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate found".into()));
+    }
+    Ok(certs)
 }
 
 fn normalize_sha256(s: &str) -> Result<String, FetchError> {
