@@ -18,6 +18,12 @@ use std::time::Duration;
 /// 3 network/HTTP, 4 integrity (digest, size, corrupt data), 5 not enough
 /// space, 6 filesystem (e2fsck/resize2fs), 130/143 interrupted.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 ready; 1 other error; 2 usage (bad flag or value, refused shrink); \
+3 network/HTTP; 4 integrity (digest, size, corrupt data); 5 not enough space; \
+6 filesystem (not ext4, e2fsck, resize2fs); 130/143 interrupted by SIGINT/SIGTERM.\n\
+See docs/init-rootfs.md."
+)]
 pub struct Args {
     /// Image to fetch: http://, https://, file:// or a plain path;
     /// .zst/.gz/.xz are recognised by their magic bytes and decompressed.
