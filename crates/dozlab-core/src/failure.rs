@@ -56,12 +56,33 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// An error and its sources on one line (`a: b: c`), for logs and messages
+/// built outside `main` (which prints chains with `{:#}`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// What every component's entry point returns.
 pub type CmdResult = Result<ExitCode, Failure>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chains_sources_on_one_line() {
+        let inner = std::io::Error::other("disk full");
+        let outer = anyhow::Error::new(inner).context("writing image");
+        let e: &dyn std::error::Error = outer.as_ref();
+        assert_eq!(error_chain(e), "writing image: disk full");
+    }
 
     #[test]
     fn zero_code_is_never_a_failure() {

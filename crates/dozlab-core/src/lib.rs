@@ -13,5 +13,5 @@ pub mod netconfig;
 pub mod size;
 pub mod vmstatus;
 
-pub use failure::{Failure, exit};
+pub use failure::{Failure, error_chain, exit};
 pub use size::ByteSize;

@@ -19,14 +19,4 @@ pub mod web;
 mod assets;
 pub mod files;
 
-/// An error and its causes on one line ("a: b: c").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use dozlab_core::error_chain;
