@@ -11,8 +11,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+/// Runs the binary without `DOZLAB_CACHE` (scripts/test exports it), so a
+/// build uses a cache only when the test passes `--cache`.
 fn dozlab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .env_remove("DOZLAB_CACHE")
         .args(args)
         .output()
         .expect("run dozlab")
@@ -395,6 +398,7 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .env_remove("DOZLAB_CACHE")
         .args([
             "image",
             "build",
@@ -420,6 +424,7 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
         return;
     }
     let o = Command::new(setpriv)
+        .env_remove("DOZLAB_CACHE")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -454,6 +459,7 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+        .env_remove("DOZLAB_CACHE")
         .args([
             "image",
             "build",
