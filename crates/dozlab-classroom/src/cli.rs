@@ -121,15 +121,7 @@ fn render(a: RenderArgs) -> CmdResult {
         namespace: a.namespace,
         sealed: a.sealed,
     };
-    let summary = classroom::render(&opts).map_err(|e| {
-        let usage = e.is_usage();
-        let err = anyhow::Error::new(e);
-        if usage {
-            Failure::usage(err)
-        } else {
-            Failure::from(err)
-        }
-    })?;
+    let summary = classroom::render(&opts).map_err(|e| Failure::usage_if(e.is_usage(), e))?;
     let out = summary.out.display();
     println!("rendered {} session(s) into {out}", summary.sessions.len());
     for s in &summary.sessions {
@@ -164,15 +156,8 @@ fn session_values(a: ValuesArgs) -> CmdResult {
         sha256: a.sha256,
         ttl: a.ttl,
     };
-    let text = values::write(&v, a.out.as_deref(), a.force).map_err(|e| {
-        let usage = e.is_usage();
-        let err = anyhow::Error::new(e);
-        if usage {
-            Failure::usage(err)
-        } else {
-            Failure::from(err)
-        }
-    })?;
+    let text = values::write(&v, a.out.as_deref(), a.force)
+        .map_err(|e| Failure::usage_if(e.is_usage(), e))?;
     match &a.out {
         Some(p) => eprintln!(
             "wrote {} (mode 0600); deploy with: helm install lab-{} charts/dozlab-session -f {}",

@@ -38,6 +38,13 @@ impl Failure {
         Self::new(exit::USAGE, error)
     }
 
+    /// A usage error (exit 2) when `usage` is true, else a generic failure
+    /// (exit 1): for library errors that know which of the two they are.
+    pub fn usage_if(usage: bool, error: impl Into<anyhow::Error>) -> Self {
+        let code = if usage { exit::USAGE } else { exit::FAILURE };
+        Self::new(code, error)
+    }
+
     /// The code as a process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code)
@@ -89,5 +96,13 @@ mod tests {
         let f = Failure::new(0, anyhow::anyhow!("boom"));
         assert_eq!(f.code, exit::FAILURE);
         assert_eq!(Failure::usage(anyhow::anyhow!("x")).code, exit::USAGE);
+        assert_eq!(
+            Failure::usage_if(true, anyhow::anyhow!("x")).code,
+            exit::USAGE
+        );
+        assert_eq!(
+            Failure::usage_if(false, anyhow::anyhow!("x")).code,
+            exit::FAILURE
+        );
     }
 }

@@ -70,17 +70,22 @@ fn prefix(target: &Path) -> String {
     format!(".{name}.part-")
 }
 
-/// Removes temporary files of `target` left by processes that no longer run.
-/// Returns how many were removed.
-pub fn remove_stale(target: &Path) -> usize {
+/// The entries of the directory that holds `target` and its temporary files.
+fn temp_dir_entries(target: &Path) -> Option<fs::ReadDir> {
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let prefix = prefix(target);
-    let Ok(entries) = fs::read_dir(dir) else {
+    fs::read_dir(dir).ok()
+}
+
+/// Removes temporary files of `target` left by processes that no longer run.
+/// Returns how many were removed.
+pub fn remove_stale(target: &Path) -> usize {
+    let Some(entries) = temp_dir_entries(target) else {
         return 0;
     };
+    let prefix = prefix(target);
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -100,14 +105,10 @@ pub fn remove_stale(target: &Path) -> usize {
 /// no one else can be writing one, e.g. under the cache lock). Returns how
 /// many were removed.
 pub fn remove_all(target: &Path) -> usize {
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let prefix = prefix(target);
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Some(entries) = temp_dir_entries(target) else {
         return 0;
     };
+    let prefix = prefix(target);
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
