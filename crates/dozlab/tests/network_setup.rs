@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+use common::podnet::{PodNet, sh};
+
 const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
 const POD_IP: &str = "10.200.0.2";
 const PEER_IP: &str = "10.200.0.1";
@@ -40,20 +43,9 @@ fn can_run() -> bool {
     root && tools
 }
 
-fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A pod namespace with a veth uplink `eth0` to a peer namespace, removed on drop.
 struct Lab {
-    pod: String,
-    peer: String,
+    net: PodNet,
     dir: tempfile::TempDir,
 }
 
@@ -62,41 +54,10 @@ impl Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("dzns-{}-{n}", std::process::id());
         let lab = Lab {
-            pod: format!("{id}-pod"),
-            peer: format!("{id}-peer"),
+            net: PodNet::new(&id, POD_IP, PEER_IP),
             dir: tempfile::tempdir().unwrap(),
         };
-        sh(&["ip", "netns", "add", &lab.pod]);
-        sh(&["ip", "netns", "add", &lab.peer]);
-        let (pod, peer) = (lab.pod.as_str(), lab.peer.as_str());
-        sh(&[
-            "ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-            "netns", peer,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            pod,
-            "addr",
-            "add",
-            &format!("{POD_IP}/24"),
-            "dev",
-            "eth0",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            peer,
-            "addr",
-            "add",
-            &format!("{PEER_IP}/24"),
-            "dev",
-            "peer0",
-        ]);
-        for (ns, dev) in [(pod, "eth0"), (pod, "lo"), (peer, "peer0"), (peer, "lo")] {
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        sh(&["ip", "-n", pod, "route", "add", "default", "via", PEER_IP]);
+        let pod = lab.net.pod.as_str();
         // A new namespace may inherit forwarding from the host; start from off.
         sh(&[
             "ip",
@@ -121,7 +82,7 @@ impl Lab {
         cmd.args([
             "netns",
             "exec",
-            &self.pod,
+            &self.net.pod,
             BIN,
             "network-setup",
             "--config-out",
@@ -154,13 +115,13 @@ impl Lab {
     }
 
     fn in_pod(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.pod];
+        let mut full = vec!["ip", "netns", "exec", &self.net.pod];
         full.extend_from_slice(args);
         Command::new(full[0]).args(&full[1..]).output().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-n", self.pod.as_str(), "-j"];
+        let mut full = vec!["-n", self.net.pod.as_str(), "-j"];
         full.extend_from_slice(args);
         let out = Command::new("ip").args(&full).output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
@@ -212,14 +173,6 @@ impl Lab {
             .into_iter()
             .filter(|l| l["linkinfo"]["info_kind"] == "tun")
             .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.pod, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
@@ -367,7 +320,7 @@ fn root_running_twice_keeps_one_tap_and_replaces_the_table() {
         .args([
             "netns",
             "exec",
-            &lab.pod,
+            &lab.net.pod,
             BIN,
             "network-setup",
             "--config-out",
@@ -424,7 +377,7 @@ fn root_bad_input_is_refused_and_changes_nothing() {
     sh(&[
         "ip",
         "-n",
-        &lab.pod,
+        &lab.net.pod,
         "link",
         "add",
         "notatap",
@@ -497,7 +450,7 @@ fn root_without_cap_net_admin_is_refused_and_changes_nothing() {
         .args([
             "netns",
             "exec",
-            &lab.pod,
+            &lab.net.pod,
             "setpriv",
             "--bounding-set",
             "-net_admin",
@@ -531,7 +484,7 @@ fn root_a_late_failure_rolls_back_what_the_run_created() {
         .args([
             "netns",
             "exec",
-            &lab.pod,
+            &lab.net.pod,
             BIN,
             "network-setup",
             "--config-out",
@@ -662,37 +615,37 @@ fn root_traffic_only_listed_ports_reach_the_vm_and_the_vm_is_masqueraded() {
     let lab = Lab::new();
     lab.setup_ok(&["--forward-port", "22", "--forward-port", "2222:2200"]);
     let mut vm = Proc::python_in(
-        &lab.pod,
+        &lab.net.pod,
         FAKE_VM,
         &["tap0", "172.16.0.2", "06:00:ac:10:00:02", PEER_IP],
     );
     assert_eq!(vm.line(), "ready");
-    let mut udp = Proc::python_in(&lab.peer, UDP_LISTENER, &[]);
+    let mut udp = Proc::python_in(&lab.net.peer, UDP_LISTENER, &[]);
     assert_eq!(udp.line(), "ready");
-    let mut terminal = Proc::python_in(&lab.pod, &terminal_listener(), &[]);
+    let mut terminal = Proc::python_in(&lab.net.pod, &terminal_listener(), &[]);
     assert_eq!(terminal.line(), "ready");
 
     // Port 22 on the pod IP arrives at the VM, with the peer's address intact.
-    let _c22 = connect_from(&lab.peer, POD_IP, 22, 30);
+    let _c22 = connect_from(&lab.net.peer, POD_IP, 22, 30);
     assert_eq!(vm.line(), format!("tcp {PEER_IP} 172.16.0.2 22"));
     // The VM's own traffic leaves with the pod's address.
     assert_eq!(udp.line(), format!("{POD_IP} from-vm"));
     // 2222 is mapped to the VM's 2200.
-    let _c2222 = connect_from(&lab.peer, POD_IP, 2222, 30);
+    let _c2222 = connect_from(&lab.net.peer, POD_IP, 2222, 30);
     let mut line = vm.line();
     while line.ends_with(" 22") {
         line = vm.line(); // a retransmitted SYN of the first attempt
     }
     assert_eq!(line, format!("tcp {PEER_IP} 172.16.0.2 2200"));
     // The terminal on 8081 is answered by the pod itself, not hijacked.
-    let mut c8081 = connect_from(&lab.peer, POD_IP, 8081, 30);
+    let mut c8081 = connect_from(&lab.net.peer, POD_IP, 8081, 30);
     assert_eq!(c8081.line(), "got terminal");
     // 2375 is not forwarded: nothing listens in the pod, so the pod refuses it.
-    let mut c2375 = connect_from(&lab.peer, POD_IP, 2375, 30);
+    let mut c2375 = connect_from(&lab.net.peer, POD_IP, 2375, 30);
     let refused = c2375.line();
     assert!(refused.contains("Connection refused"), "{refused}");
     // A process in the pod reaching its own pod IP on 22 gets the VM too.
-    let _local = connect_from(&lab.pod, POD_IP, 22, 30);
+    let _local = connect_from(&lab.net.pod, POD_IP, 22, 30);
     let mut line = vm.line();
     while line.starts_with(&format!("tcp {PEER_IP} ")) {
         line = vm.line();
@@ -702,14 +655,14 @@ fn root_traffic_only_listed_ports_reach_the_vm_and_the_vm_is_masqueraded() {
     sh(&[
         "ip",
         "-n",
-        &lab.peer,
+        &lab.net.peer,
         "route",
         "add",
         "172.16.0.0/24",
         "via",
         POD_IP,
     ]);
-    let mut direct = connect_from(&lab.peer, "172.16.0.2", 2375, 2);
+    let mut direct = connect_from(&lab.net.peer, "172.16.0.2", 2375, 2);
     let blocked = direct.line();
     assert!(blocked.starts_with("error"), "{blocked}");
     let rest = vm.rest();
@@ -726,7 +679,7 @@ fn root_without_a_default_route_the_first_addressed_interface_is_the_uplink() {
         return;
     }
     let lab = Lab::new();
-    sh(&["ip", "-n", &lab.pod, "route", "del", "default"]);
+    sh(&["ip", "-n", &lab.net.pod, "route", "del", "default"]);
     let out = lab.setup_ok(&["--forward-port", "none"]);
     assert!(
         stderr(&out).contains("no IPv4 default route; using eth0"),
@@ -749,7 +702,7 @@ fn root_a_namespace_without_any_uplink_is_refused() {
         return;
     }
     let lab = Lab::new();
-    sh(&["ip", "-n", &lab.pod, "link", "del", "eth0"]);
+    sh(&["ip", "-n", &lab.net.pod, "link", "del", "eth0"]);
     let before = lab.state();
     let out = lab.setup(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -767,7 +720,7 @@ fn root_the_original_environment_variables_are_honoured() {
         .args([
             "netns",
             "exec",
-            &lab.pod,
+            &lab.net.pod,
             BIN,
             "network-setup",
             "--config-out",

@@ -16,6 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::podnet::sh;
+
 const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
 
 fn is_root() -> bool {
@@ -36,17 +38,6 @@ fn have(tool: &str) -> bool {
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn text(o: &Output) -> String {
@@ -223,6 +214,7 @@ fn vmlinux_from_the_real_debian_kernel_is_an_x86_64_elf() {
     assert!(head.len() > std::fs::metadata(&bz).unwrap().len() as usize);
 }
 
+mod common;
 #[path = "vm/e2e.rs"]
 mod e2e;
 

@@ -1,6 +1,7 @@
 //! The end-to-end boot (see the top of `vm.rs`). One TCG boot of the `vm`
 //! test image; about a minute on the project's machines.
 
+use super::common::podnet::PodNet;
 use super::{BIN, have, is_root, sh, test_image, text};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -14,8 +15,7 @@ const VM_IP: &str = "172.16.0.2";
 
 /// Pod and peer namespaces, plus processes started in them; all removed on drop.
 struct Pod {
-    pod: String,
-    peer: String,
+    net: PodNet,
     dir: tempfile::TempDir,
     children: Vec<Child>,
 }
@@ -29,53 +29,18 @@ impl Drop for Pod {
                 .output();
             let _ = c.wait();
         }
-        for ns in [&self.pod, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+        // `net` drops after this, deleting the namespaces.
     }
 }
 
 impl Pod {
     fn new() -> Pod {
         let id = format!("dzvm-{}", std::process::id());
-        let pod = Pod {
-            pod: format!("{id}-pod"),
-            peer: format!("{id}-peer"),
+        Pod {
+            net: PodNet::new(&id, POD_IP, PEER_IP),
             dir: tempfile::tempdir().unwrap(),
             children: Vec::new(),
-        };
-        let (p, q) = (pod.pod.as_str(), pod.peer.as_str());
-        sh(&["ip", "netns", "add", p]);
-        sh(&["ip", "netns", "add", q]);
-        sh(&[
-            "ip", "-n", p, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0", "netns",
-            q,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            p,
-            "addr",
-            "add",
-            &format!("{POD_IP}/24"),
-            "dev",
-            "eth0",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            q,
-            "addr",
-            "add",
-            &format!("{PEER_IP}/24"),
-            "dev",
-            "peer0",
-        ]);
-        for (ns, dev) in [(p, "eth0"), (p, "lo"), (q, "peer0"), (q, "lo")] {
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
-        sh(&["ip", "-n", p, "route", "add", "default", "via", PEER_IP]);
-        pod
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -187,7 +152,7 @@ fn e2e_boot_ssh_docker_forward_and_clean_stop_root() {
         return;
     };
     let mut pod = Pod::new();
-    let (p, q) = (pod.pod.clone(), pod.peer.clone());
+    let (p, q) = (pod.net.pod.clone(), pod.net.peer.clone());
     let cfg = pod.path("shared/network-config");
     let out = pod.exec(
         &p,
