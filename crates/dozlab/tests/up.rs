@@ -647,58 +647,87 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A stand-in `code-server`: serves, on its `--bind-addr`, the environment
-/// and network namespace it was started with.
-fn fake_code_server(dir: &Path) {
-    let script = r#"#!/usr/bin/env python3
-import http.server, os, sys
-addr = sys.argv[sys.argv.index("--bind-addr") + 1]
-host, port = addr.rsplit(":", 1)
-body = "PASSWORD=%s\nDOCKER_HOST=%s\nNETNS=%s\nARGS=%s\n" % (
-    os.environ.get("PASSWORD"), os.environ.get("DOCKER_HOST"),
-    os.readlink("/proc/self/ns/net"), " ".join(sys.argv[1:]))
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(body.encode())
-http.server.HTTPServer((host, int(port)), H).serve_forever()
-"#;
-    let p = dir.join("code-server");
-    std::fs::write(&p, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+/// The real `code-server` on PATH (scripts/setup installs code-server 4.96.4
+/// with a Node 20 as /usr/local/bin/code-server).
+fn real_code_server() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("code-server"))
+        .find(|p| p.is_file())
+        .expect("no code-server on PATH: run scripts/setup (scripts/setup.d/40-code-server.sh)")
 }
 
-/// VS Code runs in the pod with the session password and the VM's Docker,
-/// published on the host; the forwarded port reaches the VM's sshd.
+/// PATH without the directories holding a `code-server`.
+fn path_without_code_server() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .filter(|d| !d.join("code-server").exists())
+        .collect();
+    std::env::join_paths(dirs).unwrap().into_string().unwrap()
+}
+
+/// One HTTP/1.0 exchange with 127.0.0.1:`port`; the whole response.
+fn http_exchange(port: u16, request: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The real code-server runs in the pod with the session password and the
+/// VM's Docker, published on the host; the forwarded port reaches the VM's sshd.
 fn check_vscode_and_forward(r: &serde_json::Value, forward: u16) {
     let port = r["ports"]["vscode"].as_u64().expect("a VS Code port") as u16;
     let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
-    let mut body = String::new();
-    for _ in 0..50 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            body.clear();
-            let _ = s.read_to_string(&mut body);
-            if body.contains("PASSWORD=") {
-                break;
-            }
+    let password = password.trim();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let health = loop {
+        match http_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n") {
+            Some(h) if h.starts_with("HTTP/1.1 200") => break h,
+            h if Instant::now() > deadline => panic!("code-server /healthz: {h:?}"),
+            _ => std::thread::sleep(Duration::from_millis(500)),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    assert!(health.contains("\"status\""), "{health}");
+    let form = format!("password={password}");
+    let login = http_exchange(
+        port,
+        &format!(
+            "POST /login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .unwrap();
     assert!(
-        body.contains(&format!("PASSWORD={}", password.trim())),
-        "{body}"
+        login.starts_with("HTTP/1.1 302") && login.contains("code-server-session="),
+        "code-server accepts the session password: {login}"
     );
+    let pid = r["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "vscode")
+        .and_then(|c| c["pid"].as_u64())
+        .expect("a vscode child");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
     let vm_ip = r["net"]["vm_ip"].as_str().unwrap();
     assert!(
-        body.contains(&format!("DOCKER_HOST=tcp://{vm_ip}:2375")),
-        "{body}"
+        environ.contains(&format!("DOCKER_HOST=tcp://{vm_ip}:2375\0")),
+        "{environ}"
     );
-    assert!(body.contains("--auth password"), "{body}");
-    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
-        !body.contains(&format!("NETNS={}", host_ns.display())),
-        "code-server runs in the session's namespace: {body}"
+        String::from_utf8_lossy(&cmdline).contains("--auth\0password\0"),
+        "code-server runs with --auth password"
+    );
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let its_ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(
+        host_ns, its_ns,
+        "code-server runs in the session's namespace"
     );
     let mut s = TcpStream::connect(("127.0.0.1", forward)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -717,24 +746,19 @@ fn root_two_sessions_side_by_side_end_to_end() {
     let env = Env::new();
     let (a, b) = (name("a"), name("b"));
     let img = image.to_str().unwrap().to_string();
-    // A gets VS Code from a stand-in `code-server` on PATH (the real one
-    // needs a newer Node than these machines have) and a forwarded port;
-    // B asks for VS Code with none on PATH.
-    let bin_dir = tempfile::tempdir().unwrap();
-    fake_code_server(bin_dir.path());
+    // A gets VS Code from the real code-server on PATH (installed by
+    // scripts/setup) and a forwarded port; B asks for VS Code with none on PATH.
+    real_code_server();
     let forward = free_port();
-    let path_with_fake = format!(
-        "{}:{}",
-        bin_dir.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path_without = path_without_code_server();
     let start = |n: &str| {
         let mut c = env.cmd(&[
             "up", "--detach", "--name", n, "--image", &img, "--accel", "tcg", "--vscode",
         ]);
         if n == a {
-            c.env("PATH", &path_with_fake)
-                .args(["--forward", &format!("{forward}:22")]);
+            c.args(["--forward", &format!("{forward}:22")]);
+        } else {
+            c.env("PATH", &path_without);
         }
         c.args([
             "--memory",
