@@ -9,16 +9,15 @@ struct Netns(String);
 
 impl Netns {
     fn new(tag: &str) -> Option<Netns> {
+        dozlab_testkit::require_root!("creating a network namespace needs root");
+        dozlab_testkit::require_tool!("ip");
         let name = format!("dznl-{}-{tag}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if !ok {
-            eprintln!("skipping: cannot create a network namespace (needs root and `ip`)");
-            return None;
-        }
+        assert!(ok, "ip netns add {name} failed");
         let ns = Netns(name);
         for args in [
             vec![

@@ -74,7 +74,8 @@ macro_rules! have_tool {
 #[macro_export]
 macro_rules! have_path {
     ($path:expr, $fix:expr) => {{
-        let path: &::std::path::Path = ::core::convert::AsRef::as_ref(&$path);
+        let path = &$path; // a temporary here lives to the end of the block
+        let path: &::std::path::Path = ::core::convert::AsRef::as_ref(path);
         $crate::have!(
             path.exists(),
             &::std::format!("path:{}", path.display()),

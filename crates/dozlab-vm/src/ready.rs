@@ -213,11 +213,8 @@ mod tests {
     fn sshd(id: &crate::identity::Identity, dir: tempfile::TempDir) -> Option<Sshd> {
         use crate::identity::Identity;
         let bin = std::path::Path::new("/usr/sbin/sshd");
-        let root = nix::unistd::Uid::effective().is_root();
-        if !bin.exists() || !root {
-            eprintln!("skipping: needs root and /usr/sbin/sshd (openssh-server)");
-            return None;
-        }
+        dozlab_testkit::require_root!("sshd needs root");
+        dozlab_testkit::require_path!(bin, "install openssh-server (scripts/setup)");
         let d = dir.path();
         let host = Identity::private_openssh(&id.host).unwrap();
         dozlab_core::atomic::write_atomic(&d.join("host_key"), host.as_bytes(), 0o600).unwrap();

@@ -1,19 +1,13 @@
 //! A real `firecracker` accepts this crate's API calls. Firecracker is in no
 //! registry reachable from the project's machines, so this test runs only
 //! where one exists (`FIRECRACKER_BIN`, or `firecracker` on PATH) and
-//! otherwise prints why it skipped; the request sequence is always checked
-//! against the documented API by the unit tests in `src/firecracker_tests.rs`.
+//! otherwise skips for `firecracker`, the one requirement strict mode allows
+//! (docs/testing.md); the request sequence is always checked against the
+//! documented API by the unit tests in `src/firecracker_tests.rs`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// A small ext4 for the root drive.
 fn small_image(dir: &std::path::Path) -> PathBuf {
@@ -31,20 +25,17 @@ fn small_image(dir: &std::path::Path) -> PathBuf {
 
 #[test]
 fn a_real_firecracker_accepts_our_configuration() {
-    let bin = std::env::var("FIRECRACKER_BIN")
-        .ok()
-        .filter(|b| !b.is_empty());
-    let bin = match bin {
-        Some(b) => PathBuf::from(b),
-        None if have("firecracker") => PathBuf::from("firecracker"),
-        None => {
-            eprintln!(
-                "skipping: no Firecracker binary (set FIRECRACKER_BIN or put firecracker on PATH); \
-                 the API sequence is tested against the documented API in dozlab-vm's unit tests"
-            );
-            return;
-        }
-    };
+    let bin = std::env::var_os("FIRECRACKER_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| dozlab_testkit::which("firecracker"));
+    dozlab_testkit::skip_if!(
+        bin.is_none(),
+        "firecracker",
+        "no Firecracker binary (set FIRECRACKER_BIN or put firecracker on PATH); \
+         the API sequence is tested against the documented API in dozlab-vm's unit tests"
+    );
+    let bin = bin.expect("checked above");
     let t = tempfile::tempdir().unwrap();
     let sock = t.path().join("fc.sock");
     let mut fc = Command::new(&bin)
