@@ -21,11 +21,9 @@ async fn chromium_logs_in_and_runs_echo_hello() {
             "install chromium (scripts/setup)",
         ),
     ] {
-        if !path.exists() {
-            eprintln!("SKIP: {} is missing: {fix}", path.display());
-            return;
-        }
+        dozlab_testkit::require_path!(path, fix);
     }
+    dozlab_testkit::require_tool!("node");
     let Some(sshd) = Sshd::start() else { return };
     let (addr, _) = serve(settings(), limits(), target(&sshd)).await;
     let shot =

@@ -137,10 +137,7 @@ mod tests {
 
     #[test]
     fn root_create_and_remove_a_table() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: nftables needs root");
-            return;
-        }
+        dozlab_testkit::require_root!("nftables needs root");
         let table = format!("dozlab-t-nft-{}", std::process::id());
         create(&table, "dzl250h", "10.213.250.0".parse().unwrap(), 30).unwrap();
         let present = exists(&table);

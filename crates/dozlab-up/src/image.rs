@@ -293,16 +293,14 @@ mod tests {
         let tree = dir.path().join("tree");
         std::fs::create_dir(&tree).unwrap();
         std::fs::write(tree.join("hello"), b"hi").unwrap();
+        dozlab_testkit::require_tool!("mkfs.ext4");
         let ok = Command::new("mkfs.ext4")
             .args(["-q", "-F", "-d"])
             .arg(&tree)
             .arg(&img)
             .arg("16M")
             .status();
-        if !ok.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: mkfs.ext4 (e2fsprogs) is not available");
-            return;
-        }
+        assert!(ok.is_ok_and(|s| s.success()), "mkfs.ext4 failed");
         check_and_grow(&img, Some(32 << 20)).unwrap();
         assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20);
         let e = check_and_grow(&img, Some(8 << 20)).unwrap_err();

@@ -193,10 +193,6 @@ pub fn kill_all_in(name: &str) -> usize {
 pub(crate) mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
-    }
-
     /// Deletes the test's namespace even when an assertion fails.
     pub(crate) struct Guard(pub(crate) String);
 
@@ -209,10 +205,7 @@ pub(crate) mod tests {
 
     #[test]
     fn root_create_enter_and_delete() {
-        if !is_root() {
-            eprintln!("skipped: creating a network namespace needs root");
-            return;
-        }
+        dozlab_testkit::require_root!("creating a network namespace needs root");
         let name = format!("dozlab-t-ns-{}", std::process::id());
         create(&name).unwrap();
         let _guard = Guard(name.clone());

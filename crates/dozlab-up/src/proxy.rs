@@ -177,10 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn root_proxies_into_a_namespace_the_host_cannot_route_to() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: creating a network namespace needs root");
-            return;
-        }
+        dozlab_testkit::require_root!("creating a network namespace needs root");
         let name = format!("dozlab-t-px-{}", std::process::id());
         netns::create(&name).unwrap();
         let _guard = netns::tests::Guard(name.clone());

@@ -3,7 +3,7 @@
 //! verification, serving with Range requests, and bad input.
 //!
 //! Builds need root and mmdebstrap (CI runs as root); without them the build
-//! tests print why and return.
+//! tests skip through dozlab-testkit (a failure in strict mode, docs/testing.md).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,25 +25,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn can_build() -> bool {
-    let root = fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let tools = ["mmdebstrap", "mkfs.ext4", "zstd"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !root || !tools {
-        eprintln!(
-            "SKIP: image builds need root and mmdebstrap, mkfs.ext4, zstd (root={root}, tools={tools})"
-        );
-    }
-    root && tools
+/// Skips the test unless this host can build images: root and the tools.
+macro_rules! require_build_host {
+    () => {
+        dozlab_testkit::require_root!("image builds need root");
+        dozlab_testkit::require_tool!("mmdebstrap", "mkfs.ext4", "zstd");
+    };
 }
 
 fn cache_dir() -> PathBuf {
@@ -85,9 +72,7 @@ fn sha256sum(path: &Path) -> String {
 
 #[test]
 fn build_minimal_then_verify_without_docker() {
-    if !can_build() {
-        return;
-    }
+    require_build_host!();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("minimal");
     build_minimal(&out);
@@ -222,9 +207,7 @@ fn http_get(addr: &str, path: &str, range: Option<&str>) -> (u16, Vec<u8>) {
 
 #[test]
 fn serve_the_build_with_ranges_and_an_index() {
-    if !can_build() {
-        return;
-    }
+    require_build_host!();
     let dir = tempfile::tempdir().unwrap();
     build_minimal(&dir.path().join("minimal"));
     let (mut server, addr) = start_server(dir.path());
@@ -348,9 +331,7 @@ fn bad_build_input_is_refused_and_leaves_nothing() {
 
 #[test]
 fn pinned_file_with_a_wrong_sha256_fails_the_build_cleanly() {
-    if !can_build() {
-        return;
-    }
+    require_build_host!();
     // A loopback HTTP server answering every request with other bytes than pinned.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -419,10 +400,9 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
     assert!(!out.exists());
 
     let setpriv = Path::new("/usr/bin/setpriv");
-    if !setpriv.exists() || !can_build() {
-        eprintln!("SKIP non-root check: needs root and setpriv to drop privileges");
-        return;
-    }
+    // The non-root check: drop to nobody with setpriv (util-linux).
+    require_build_host!();
+    dozlab_testkit::require_path!(setpriv, "install util-linux (scripts/setup)");
     let o = Command::new(setpriv)
         .env_remove("DOZLAB_CACHE")
         .args([
@@ -442,10 +422,11 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
         .output()
         .unwrap();
     let err = stderr(&o);
-    if err.contains("Permission denied") && !err.contains("must run as root") {
-        eprintln!("SKIP non-root check: the test binary is not executable by nobody: {err}");
-        return;
-    }
+    dozlab_testkit::skip_if!(
+        err.contains("Permission denied") && !err.contains("must run as root"),
+        "exec-as-nobody",
+        "the test binary is not executable by nobody (a checkout under a private directory?): {err}"
+    );
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("must run as root"), "{err}");
     assert!(!out.exists());
@@ -453,9 +434,7 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
 
 #[test]
 fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
-    if !can_build() {
-        return;
-    }
+    require_build_host!();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
@@ -523,9 +502,7 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
 
 #[test]
 fn a_build_waiting_for_the_cache_lock_can_be_interrupted() {
-    if !can_build() {
-        return;
-    }
+    require_build_host!();
     let cache = tempfile::tempdir().unwrap();
     let o = dozlab(&["image", "recipe", "--profile", "minimal"]);
     let key = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["cache_key"]

@@ -23,24 +23,11 @@ const PEER_IP: &str = "10.200.0.1";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether this machine can run these tests; prints why not otherwise.
+/// Whether this machine can run these tests; records the skip otherwise
+/// (dozlab-testkit: a failure in strict mode), and the caller returns.
 fn can_run() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let tools = ["ip", "nft"].iter().all(|t| {
-        Command::new(t)
-            .arg("-V")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
-    if !root || !tools {
-        eprintln!("skipping: network-setup tests need root, `ip` and `nft` (root={root})");
-    }
-    root && tools
+    dozlab_testkit::have_root!("network-setup tests need root")
+        && dozlab_testkit::have_tool!("ip", "nft")
 }
 
 /// A pod namespace with a veth uplink `eth0` to a peer namespace, removed on drop.
@@ -587,16 +574,9 @@ fn connect_from(ns: &str, ip: &str, port: u16, timeout_s: u32) -> Proc {
     Proc::python_in(ns, &script, &[])
 }
 
+/// Whether python3 (the fake VM on the tap) is here; records the skip otherwise.
 fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .arg("-V")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: the fake VM on the tap needs python3");
-    }
-    ok
+    dozlab_testkit::have_tool!("python3")
 }
 
 const UDP_LISTENER: &str = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(60); s.bind(('0.0.0.0', 9999)); print('ready', flush=True); d, a = s.recvfrom(100); print(a[0], d.decode(), flush=True)";

@@ -28,13 +28,10 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skips (with the reason) where root cannot exist; CI runs as root.
+/// Skips (recorded by dozlab-testkit, a failure in strict mode) unless root.
 macro_rules! need_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (network namespaces, tap, nftables)");
-            return;
-        }
+        dozlab_testkit::require_root!("needs root (network namespaces, tap, nftables)")
     };
 }
 
@@ -413,7 +410,13 @@ fn not_root_is_told_to_use_sudo() {
             assert!(text(&out).contains("must run as root"), "{}", text(&out));
             assert!(text(&out).contains("sudo"), "{}", text(&out));
         }
-        _ => eprintln!("skipped: cannot run the binary as nobody here"),
+        Ok(out) => dozlab_testkit::skip_if!(
+            true,
+            "exec-as-nobody",
+            "the binary is not executable by nobody (a checkout under a private directory?): {}",
+            text(&out)
+        ),
+        Err(e) => dozlab_testkit::skip_if!(true, "tool:setpriv", "cannot run setpriv: {e}"),
     }
 }
 

@@ -20,26 +20,6 @@ use common::podnet::sh;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
 
-fn is_root() -> bool {
-    nix_uid() == 0
-}
-
-fn nix_uid() -> u32 {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -172,12 +152,9 @@ fn vm_status_exits_zero_only_when_ready() {
     assert!(text(&none).contains("no VM status"), "{}", text(&none));
 }
 
-/// The cached image directory of PROFILE, or None with the reason printed.
+/// The cached image directory of PROFILE, or None after a recorded skip.
 fn test_image(profile: &str) -> Option<PathBuf> {
-    if !is_root() {
-        eprintln!("skipping: building the test image needs root");
-        return None;
-    }
+    dozlab_testkit::require_root!("building the test image needs root");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new(root.join("scripts/test-image"))
         .arg(profile)
@@ -232,10 +209,8 @@ exit 0
 
 #[test]
 fn vm_run_falls_back_to_tcg_and_reports_the_console_when_the_vm_dies_root() {
-    if !is_root() || !have("ip") {
-        eprintln!("skipping: needs root and `ip` (a tap device in a network namespace)");
-        return;
-    }
+    dozlab_testkit::require_root!("a tap device in a network namespace needs root");
+    dozlab_testkit::require_tool!("ip");
     let t = tempfile::tempdir().unwrap();
     small_image(t.path());
     let fake = t.path().join("fake-qemu");

@@ -40,12 +40,9 @@ fn whoami() -> String {
 }
 
 impl Sshd {
-    /// None (with a printed reason) when sshd is not installed.
+    /// None, after a recorded skip (dozlab-testkit), when sshd is not installed.
     pub fn start() -> Option<Sshd> {
-        if !Path::new(SSHD).exists() {
-            eprintln!("SKIP: {SSHD} is missing (install openssh-server: scripts/setup)");
-            return None;
-        }
+        dozlab_testkit::require_path!(Path::new(SSHD), "install openssh-server (scripts/setup)");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         keygen(&d.join("host_key"));

@@ -2,7 +2,7 @@
 //! test image; about a minute on the project's machines.
 
 use super::common::podnet::PodNet;
-use super::{BIN, have, is_root, sh, test_image, text};
+use super::{BIN, sh, test_image, text};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -144,9 +144,9 @@ fn e2e_boot_ssh_docker_forward_and_clean_stop_root() {
         "e2fsck",
         "python3",
     ];
-    if !is_root() || !tools.iter().all(|t| have(t)) {
-        eprintln!("skipping: the end-to-end VM test needs root and {tools:?}");
-        return;
+    dozlab_testkit::require_root!("the end-to-end VM test needs root");
+    for tool in tools {
+        dozlab_testkit::require_tool!(tool);
     }
     let Some(image) = test_image("vm") else {
         return;
