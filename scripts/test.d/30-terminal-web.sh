@@ -6,14 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dist=crates/dozlab-terminal/web/dist
-if ! command -v node >/dev/null || [ ! -d crates/dozlab-terminal/web/node_modules ]; then
-  echo "SKIP: node or crates/dozlab-terminal/web/node_modules missing (run scripts/setup)"
+# A skip is recorded like a Rust test's (docs/testing.md): printed, appended
+# to $DOZLAB_SKIP_LOG, and a failure in strict mode (DOZLAB_STRICT_SKIPS=1).
+skip() { # NEED REASON
+  local line="SKIPPED scripts/test.d/30-terminal-web.sh: $2 [needs $1]"
+  echo "$line"
+  if [ -n "${DOZLAB_SKIP_LOG:-}" ]; then echo "$line" >>"$DOZLAB_SKIP_LOG"; fi
+  if [ "${DOZLAB_STRICT_SKIPS:-}" = 1 ]; then echo "strict mode: this must not skip" >&2; exit 1; fi
   exit 0
+}
+if ! command -v node >/dev/null || [ ! -d crates/dozlab-terminal/web/node_modules ]; then
+  skip tool:node "node or crates/dozlab-terminal/web/node_modules missing (run scripts/setup)"
 fi
 (cd crates/dozlab-terminal/web && node build.mjs)
 if ! git rev-parse --git-dir >/dev/null 2>&1; then
-  echo "SKIP: not a git checkout, cannot compare the bundle"
-  exit 0
+  skip git-checkout "not a git checkout, cannot compare the bundle"
 fi
 if git diff --quiet -- "$dist" && [ -z "$(git ls-files --others --exclude-standard -- "$dist")" ]; then
   echo "terminal bundle is current"; echo "web-bundle: 1 passed, 0 failed"
