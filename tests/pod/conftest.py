@@ -165,6 +165,12 @@ class Session:
     def container(self, c: str) -> str:
         return podlab.container_name(self.name, c)
 
+    def stop(self) -> subprocess.CompletedProcess:
+        """`podman pod stop` with the pod's terminationGracePeriodSeconds."""
+        grace = self.played.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        return podman("pod", "stop", "--ignore", "--time", str(grace), self.name, check=False,
+                      timeout=grace + 120)
+
     def down(self) -> subprocess.CompletedProcess:
         self.down_done = True
         return podman("kube", "down", str(self.pod_file), check=False, timeout=600)
@@ -173,6 +179,7 @@ class Session:
         for f in self.extra_pods:
             podman("kube", "down", str(f), check=False, timeout=600)
         if not self.down_done:
+            self.stop()
             self.down()
         podman("pod", "rm", "--force", "--ignore", self.name, check=False)
         if self.secret:

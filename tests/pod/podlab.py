@@ -52,6 +52,10 @@ ADAPTATIONS = [
     ("init containers are removed once they succeed, logs included",
      "the pod gets the annotation io.podman.annotations.init.container.type=always so their "
      "logs stay readable until `podman kube down`"),
+    ("`podman kube down` kills the containers at once (no SIGTERM), and terminationGracePeriodSeconds "
+     "is not applied (every container gets Podman's 10 s stop timeout)",
+     "the pod is stopped first with `podman pod stop --time <terminationGracePeriodSeconds>` "
+     "(SIGTERM, then the grace period), then removed with `podman kube down`"),
 ]
 # Fields Podman 4.3 accepts and ignores (left in the YAML, not enforced here):
 IGNORED = [
@@ -157,6 +161,14 @@ def adapt_pod(rendered: dict) -> dict:
 
 
 # ---- a played pod ------------------------------------------------------------------
+
+
+def stop_and_down(pod_file: pathlib.Path, pod: str, grace: int) -> tuple:
+    """How a session pod ends here: `podman pod stop --time GRACE` (SIGTERM to
+    every container, SIGKILL after GRACE seconds), then `podman kube down`."""
+    stop = podman("pod", "stop", "--ignore", "--time", str(grace), pod, check=False, timeout=grace + 120)
+    down = podman("kube", "down", str(pod_file), check=False, timeout=600)
+    return stop, down
 
 
 def container_name(pod: str, container: str) -> str:
