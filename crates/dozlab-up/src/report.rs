@@ -148,13 +148,7 @@ pub fn ssh_command(s: &Session) -> Option<String> {
 /// Rewrites `known_hosts` lines written for the VM's own address so they
 /// match `[127.0.0.1]:PORT`, the address ssh uses through the proxy.
 pub fn known_hosts_for_port(text: &str, port: u16) -> String {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(char::is_whitespace)?;
-            Some(format!("[127.0.0.1]:{port} {}\n", rest.trim()))
-        })
-        .collect()
+    dozlab_ssh::known_hosts::readdress(text, "127.0.0.1", port)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! (the terminal reads them); the public client key and the host key pair go
 //! into the image (see `inject`).
 
-use russh::keys::ssh_key::{LineEnding, private::Ed25519Keypair};
+use dozlab_ssh::keys::ed25519;
+use dozlab_ssh::known_hosts;
+use russh::keys::ssh_key::LineEnding;
 use russh::keys::{PrivateKey, PublicKey};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -43,13 +45,6 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-fn ed25519(comment: &str) -> PrivateKey {
-    let seed: [u8; 32] = rand::random();
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    key.set_comment(comment);
-    key
-}
-
 impl Identity {
     /// Fresh random keys; comments name the session.
     pub fn generate(session_id: &str) -> Self {
@@ -79,20 +74,11 @@ impl Identity {
         write(&pub_path(path), public.as_bytes(), 0o644)
     }
 
-    /// The `known_hosts` line for the VM: `ip ssh-ed25519 AAAA...`, or
-    /// `[ip]:port ...` when sshd is not on 22.
+    /// The `known_hosts` line for the VM (see [`known_hosts::line`]):
+    /// `ip ssh-ed25519 AAAA...`, or `[ip]:port ...` when sshd is not on 22.
     pub fn known_hosts_line(&self, ip: Ipv4Addr, port: u16) -> Result<String, IdentityError> {
-        let host = if port == 22 {
-            ip.to_string()
-        } else {
-            format!("[{ip}]:{port}")
-        };
-        let mut key = self.host.public_key().clone();
-        key.set_comment("");
-        Ok(format!(
-            "{host} {}\n",
-            Self::public_openssh(&key)?.trim_end()
-        ))
+        known_hosts::line(&ip.to_string(), port, self.host.public_key())
+            .map_err(IdentityError::Encode)
     }
 
     /// Writes the `known_hosts` file (0644), atomically.

@@ -6,13 +6,10 @@
 //! The same SSH connection logic also runs `poweroff` in the guest, the
 //! supervisor's second way to stop a guest that ignores the power button.
 
-use russh::client::{self, Handle};
-use russh::keys::PublicKeyOrCertificate;
-use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use std::borrow::Cow;
+use dozlab_ssh::{Login, Session, SshError};
+use russh::keys::{PrivateKey, PublicKey};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,27 +51,6 @@ pub struct ReadyCheck {
     pub tcp: Vec<SocketAddr>,
 }
 
-struct VerifyHost {
-    expected: PublicKey,
-    mismatch: Arc<AtomicBool>,
-}
-
-impl client::Handler for VerifyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let ok = matches!(key, PublicKeyOrCertificate::PublicKey { key, .. }
-            if key.key_data() == self.expected.key_data());
-        if !ok {
-            self.mismatch.store(true, Ordering::Relaxed);
-        }
-        Ok(ok)
-    }
-}
-
 impl ReadyCheck {
     /// One pass over every check, stopping at the first that fails.
     pub async fn probe(&self) -> Result<(), NotReady> {
@@ -106,34 +82,24 @@ impl ReadyCheck {
     }
 
     /// Connects, verifies the host key and logs in as root.
-    async fn ssh_session(&self) -> Result<Handle<VerifyHost>, NotReady> {
+    async fn ssh_session(&self) -> Result<Session, NotReady> {
         let addr = self.ssh;
-        let fail = |why: String| NotReady::Ssh { addr, why };
-        let config = Arc::new(client::Config {
-            preferred: russh::Preferred {
-                key: Cow::Owned(vec![Algorithm::Ed25519]),
-                ..Default::default()
+        let login = Login {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            user: "root".into(),
+            key: self.client_key.clone(),
+            host_keys: vec![self.host_key.clone()],
+            timeout: 2 * ATTEMPT,
+        };
+        login.connect().await.map_err(|e| match e {
+            SshError::HostKeyMismatch { .. } => NotReady::WrongHostKey(addr),
+            SshError::AuthRejected(_) => NotReady::AuthRefused(addr),
+            e => NotReady::Ssh {
+                addr,
+                why: dozlab_core::error_chain(&e),
             },
-            ..Default::default()
-        });
-        let mismatch = Arc::new(AtomicBool::new(false));
-        let handler = VerifyHost {
-            expected: self.host_key.clone(),
-            mismatch: mismatch.clone(),
-        };
-        let mut handle = match timeout(ATTEMPT, client::connect(config, addr, handler)).await {
-            Ok(Ok(h)) => h,
-            _ if mismatch.load(Ordering::Relaxed) => return Err(NotReady::WrongHostKey(addr)),
-            Ok(Err(e)) => return Err(fail(e.to_string())),
-            Err(_) => return Err(fail("timed out".into())),
-        };
-        let key = PrivateKeyWithHashAlg::new(self.client_key.clone(), None);
-        match timeout(ATTEMPT, handle.authenticate_publickey("root", key)).await {
-            Ok(Ok(r)) if r.success() => Ok(handle),
-            Ok(Ok(_)) => Err(NotReady::AuthRefused(addr)),
-            Ok(Err(e)) => Err(fail(e.to_string())),
-            Err(_) => Err(fail("login timed out".into())),
-        }
+        })
     }
 
     /// Runs `command` as root in the guest (used to power it off).
@@ -181,6 +147,7 @@ pub async fn docker_ping(addr: SocketAddr) -> Result<(), NotReady> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dozlab_ssh::testing::Sshd;
     use tokio::net::TcpListener;
 
     async fn one_shot_http(reply: &'static [u8]) -> SocketAddr {
@@ -197,60 +164,13 @@ mod tests {
     }
 
     /// A real OpenSSH sshd on loopback with the session identity, as in the guest.
-    struct Sshd {
-        child: std::process::Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Sshd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn sshd(id: &crate::identity::Identity, dir: tempfile::TempDir) -> Option<Sshd> {
-        use crate::identity::Identity;
-        let bin = std::path::Path::new("/usr/sbin/sshd");
+    fn sshd(id: &crate::identity::Identity) -> Option<Sshd> {
         dozlab_testkit::require_root!("sshd needs root");
-        dozlab_testkit::require_path!(bin, "install openssh-server (scripts/setup)");
-        let d = dir.path();
-        let host = Identity::private_openssh(&id.host).unwrap();
-        dozlab_core::atomic::write_atomic(&d.join("host_key"), host.as_bytes(), 0o600).unwrap();
-        let ak = Identity::public_openssh(id.client.public_key()).unwrap();
-        std::fs::write(d.join("authorized_keys"), ak + "\n").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile none\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-             StrictModes no\nLogLevel ERROR\n",
-            d = d.display()
+        dozlab_testkit::require_path!(
+            dozlab_ssh::testing::SSHD,
+            "install openssh-server (scripts/setup)"
         );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        std::fs::create_dir_all("/run/sshd").ok();
-        let child = std::process::Command::new(bin)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Sshd {
-            child,
-            port,
-            _dir: dir,
-        })
+        Some(Sshd::start(&id.host, id.client.public_key()))
     }
 
     fn check(id: &crate::identity::Identity, port: u16) -> ReadyCheck {
@@ -267,9 +187,8 @@ mod tests {
     async fn ssh_readiness_verifies_the_host_key_and_the_login_root() {
         use crate::identity::Identity;
         let id = Identity::generate("t");
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("ran");
-        let Some(sshd) = sshd(&id, dir) else { return };
+        let Some(sshd) = sshd(&id) else { return };
+        let marker = sshd.path("ran");
         let good = check(&id, sshd.port);
         good.probe().await.unwrap();
 
