@@ -50,15 +50,15 @@ def images(tag) -> dict:
     r = subprocess.run(cmd, env=podlab.env(), capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, f"scripts/build-images failed:\n{r.stderr[-4000:]}"
     base = next(l.split(": ", 1)[1] for l in r.stdout.splitlines() if l.startswith("base: "))
-    busybox = f"dozlab/test-busybox:{tag}"
-    podman("build", "--network", "host", "--pull=never", "--tag", busybox,
-           "--build-arg", f"BASE_IMAGE={base}", "--file", str(podlab.HERE / "busybox.Containerfile"),
+    helm_test = f"dozlab/helm-test:{tag}"
+    podman("build", "--network", "host", "--pull=never", "--tag", helm_test,
+           "--build-arg", f"BASE_IMAGE={base}", "--file", str(podlab.HERE / "helm-test.Containerfile"),
            str(podlab.HERE), timeout=1200)
     return {
         "dozlab": f"dozlab/dozlab:{tag}",
         "dozlab-vm": f"dozlab/dozlab-vm:{tag}",
         "code-server": f"dozlab/code-server:{tag}",
-        "busybox": busybox,
+        "helm-test": helm_test,
         "base": base,
         "built": r.stdout,
     }
@@ -116,7 +116,7 @@ def session_values(session_id: str, password: str, images: dict, image_url: str,
     """One session as the test plays it: privileged device mode, QEMU under
     TCG, the locally built images, a small VM."""
     repo, _, tag = images["code-server"].rpartition(":")
-    bb_repo, _, bb_tag = images["busybox"].rpartition(":")
+    ht_repo, _, ht_tag = images["helm-test"].rpartition(":")
     values = {
         "session": {"id": session_id, "userId": "podtest", "ttl": "2h"},
         "vmm": "qemu",
@@ -131,7 +131,7 @@ def session_values(session_id: str, password: str, images: dict, image_url: str,
             ],
         },
         "codeServer": {"password": password, "image": {"repository": repo, "tag": tag}},
-        "tests": {"image": {"repository": bb_repo, "tag": bb_tag}},
+        "tests": {"image": {"repository": ht_repo, "tag": ht_tag}},
     }
     if manifest_url:
         values["rootfs"]["manifestUrl"] = manifest_url
