@@ -2,6 +2,7 @@
 //! variable as fallback) and the entry point mapping errors to exit codes:
 //! 2 for input the user must change, 1 for everything else.
 
+use crate::cidr::Cidr;
 use crate::{NetError, NetPlan};
 use dozlab_core::failure::{CmdResult, Failure, exit};
 use dozlab_core::netconfig::{DEFAULT_PATH, PortForward};
@@ -48,6 +49,27 @@ pub struct Args {
     /// The VM's MAC address [default: 06:00 followed by the VM IP's four bytes].
     #[arg(long, env = "VM_MAC")]
     pub vm_mac: Option<String>,
+    /// Keep the VM from reaching this IPv4 block, e.g. the cluster's pod and
+    /// Service ranges (repeatable or comma-separated). Link-local and cloud
+    /// metadata addresses are always denied.
+    #[arg(
+        long = "deny-cidr",
+        value_name = "CIDR",
+        env = "DENY_CIDRS",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub deny_cidrs: Vec<Cidrs>,
+    /// Let the VM reach this IPv4 block even inside a denied one: the most
+    /// specific block wins (repeatable or comma-separated).
+    #[arg(
+        long = "allow-cidr",
+        value_name = "CIDR",
+        env = "ALLOW_CIDRS",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub allow_cidrs: Vec<Cidrs>,
     /// Where to write the network config file read by `vm run`.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_PATH)]
     pub config_out: PathBuf,
@@ -72,6 +94,30 @@ fn parse_forward(s: &str) -> Result<Forward, String> {
     s.parse()
         .map(Forward::Port)
         .map_err(|e| format!("{e}, or `none`"))
+}
+
+/// One `--deny-cidr`/`--allow-cidr` value; an empty one (an empty
+/// environment variable, a trailing comma) stands for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidrs(Option<Cidr>);
+
+fn parse_cidr(s: &str) -> Result<Cidrs, String> {
+    if s.trim().is_empty() {
+        return Ok(Cidrs(None));
+    }
+    s.parse()
+        .map(|c| Cidrs(Some(c)))
+        .map_err(|e: crate::cidr::CidrError| e.to_string())
+}
+
+fn cidrs(values: &[Cidrs]) -> Vec<Cidr> {
+    let mut out: Vec<Cidr> = Vec::new();
+    for c in values.iter().filter_map(|c| c.0) {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn forwards(values: &[Forward]) -> Result<Vec<PortForward>, Failure> {
@@ -103,6 +149,8 @@ impl Args {
             pod_ip: self.pod_ip,
             forward_ports: forwards(&self.forward_ports)?,
             vm_mac: self.vm_mac.clone().filter(|m| !m.is_empty()),
+            deny_cidrs: cidrs(&self.deny_cidrs),
+            allow_cidrs: cidrs(&self.allow_cidrs),
             config_out: self.config_out.clone(),
         })
     }

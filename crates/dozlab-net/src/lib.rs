@@ -1,6 +1,8 @@
 //! `dozlab network-setup`: the VM's tap device, its gateway address, IPv4
-//! forwarding, and Dozlab's nftables table (masquerade out of the uplink,
-//! DNAT of only the listed pod ports to the VM), plus the config file the VM
+//! forwarding, and Dozlab's nftables tables (masquerade out of the uplink,
+//! DNAT of only the listed pod ports to the VM, and what the VM may reach:
+//! not the pod, not link-local or metadata addresses, not the operator's
+//! denied blocks, only its own source address), plus the config file the VM
 //! runner reads.
 //!
 //! Library use: build a [`NetPlan`], call [`setup`] (or [`setup_async`] from
@@ -8,6 +10,7 @@
 //! calling thread's network namespace. Input is checked before anything
 //! changes; if a later step fails, what this run created is removed again.
 
+pub mod cidr;
 pub mod cli;
 pub mod netlink;
 pub mod plan;

@@ -1,10 +1,12 @@
 //! What `network-setup` is asked to build, and the checks that need no
-//! system access: address arithmetic, tap names, port forwards, MAC syntax.
+//! system access: address arithmetic, tap names, port forwards, MAC syntax,
+//! the VM's destination allow and deny lists.
 //!
 //! A [`NetPlan`] is what the user asked for; [`NetPlan::validate`] rejects
 //! every value that can be judged without looking at the machine, so that
 //! nothing is changed when the input is wrong.
 
+use crate::cidr::Cidr;
 use dozlab_core::netconfig::PortForward;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -50,6 +52,11 @@ pub struct NetPlan {
     pub forward_ports: Vec<PortForward>,
     /// The VM's MAC address; `None`: derived from the VM IP.
     pub vm_mac: Option<String>,
+    /// Destinations the VM must not reach (besides the built-in link-local
+    /// and metadata blocks).
+    pub deny_cidrs: Vec<Cidr>,
+    /// Destinations the VM may reach even inside a denied block.
+    pub allow_cidrs: Vec<Cidr>,
     /// Where the config file is written.
     pub config_out: PathBuf,
 }
@@ -105,6 +112,10 @@ pub enum PlanError {
     TapOwner(u32),
     #[error("config output {0} is a directory: give a file path such as /shared/network-config")]
     ConfigIsDir(String),
+    #[error(
+        "{0} is both allowed and denied: drop it from one list (a more specific allow inside a denied block is fine)"
+    )]
+    CidrConflict(Cidr),
 }
 
 impl NetPlan {
@@ -123,6 +134,13 @@ impl NetPlan {
         validate_ports(&self.forward_ports)?;
         if let Some(mac) = &self.vm_mac {
             parse_mac(mac)?;
+        }
+        if let Some(c) = self
+            .deny_cidrs
+            .iter()
+            .find(|c| self.allow_cidrs.contains(c))
+        {
+            return Err(PlanError::CidrConflict(*c));
         }
         if self.config_out.is_dir() {
             return Err(PlanError::ConfigIsDir(
@@ -292,8 +310,24 @@ mod tests {
             pod_ip: None,
             forward_ports: vec!["22".parse().unwrap()],
             vm_mac: None,
+            deny_cidrs: Vec::new(),
+            allow_cidrs: Vec::new(),
             config_out: "/nonexistent/network-config".into(),
         }
+    }
+
+    #[test]
+    fn the_same_block_cannot_be_allowed_and_denied() {
+        let mut p = plan();
+        p.deny_cidrs = vec!["10.0.0.0/8".parse().unwrap()];
+        p.allow_cidrs = vec!["10.96.0.10".parse().unwrap()];
+        assert_eq!(p.validate(), Ok(()));
+        p.allow_cidrs.push("10.0.0.0/8".parse().unwrap());
+        let err = p.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("10.0.0.0/8 is both allowed and denied")
+        );
     }
 
     #[test]

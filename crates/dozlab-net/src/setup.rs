@@ -192,6 +192,9 @@ async fn apply(
         subnet: plan.subnet(),
         prefix_len: plan.prefix_len,
         forwards: &plan.forward_ports,
+        deny: &plan.deny_cidrs,
+        allow: &plan.allow_cidrs,
+        ipv6: rules::kernel_has_ipv6(),
     };
     rules::install(&spec)?;
     undo.created_table = !r.table_existed;
@@ -202,7 +205,7 @@ async fn apply(
             source,
         })?;
     tracing::info!(
-        "{} up with {}/{}, VM {} behind it; uplink {} (pod IP {}); forwarding {}",
+        "{} up with {}/{}, VM {} behind it; uplink {} (pod IP {}); forwarding {}; VM may not reach {}",
         plan.tap,
         plan.gateway_ip,
         plan.prefix_len,
@@ -215,9 +218,27 @@ async fn apply(
             "no ports".to_string()
         } else {
             ports_text(plan)
-        }
+        },
+        filter_text(plan)
     );
     Ok(cfg)
+}
+
+fn filter_text(plan: &NetPlan) -> String {
+    let list = |v: &[crate::cidr::Cidr]| {
+        v.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = "the pod, link-local and metadata addresses".to_string();
+    if !plan.deny_cidrs.is_empty() {
+        text.push_str(&format!(", {}", list(&plan.deny_cidrs)));
+    }
+    if !plan.allow_cidrs.is_empty() {
+        text.push_str(&format!(" (except {})", list(&plan.allow_cidrs)));
+    }
+    text
 }
 
 fn ports_text(plan: &NetPlan) -> String {

@@ -68,6 +68,8 @@ fn plan(dir: &std::path::Path) -> NetPlan {
         pod_ip: None,
         forward_ports: vec!["22".parse().unwrap()],
         vm_mac: None,
+        deny_cidrs: Vec::new(),
+        allow_cidrs: Vec::new(),
         config_out: dir.join("network-config"),
     }
 }

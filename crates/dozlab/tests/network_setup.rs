@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 mod common;
 use common::podnet::{PodNet, sh};
 
+#[path = "network_setup/reach.rs"]
+mod reach;
+
 const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
 const POD_IP: &str = "10.200.0.2";
 const PEER_IP: &str = "10.200.0.1";
@@ -64,6 +67,12 @@ impl Lab {
 
     /// Runs `dozlab network-setup ARGS` in the pod namespace.
     fn setup(&self, args: &[&str]) -> Output {
+        self.setup_with_env(args, &[])
+    }
+
+    /// Runs `dozlab network-setup ARGS` with only the environment variables
+    /// `env` of its own set.
+    fn setup_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let cfg = self.config_path();
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -85,9 +94,12 @@ impl Lab {
             "POD_IP",
             "FORWARD_PORTS",
             "VM_MAC",
+            "DENY_CIDRS",
+            "ALLOW_CIDRS",
         ] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         cmd.output().unwrap()
     }
 
@@ -417,6 +429,19 @@ fn root_bad_input_is_refused_and_changes_nothing() {
         ),
         (&["--vm-mac", "01:00:5e:00:00:01"], 2, "invalid VM MAC"),
         (&["--tap-owner", "4294967295"], 2, "not a valid user id"),
+        (
+            &["--deny-cidr", "10.0.0.0/33"],
+            2,
+            "invalid CIDR \"10.0.0.0/33\"",
+        ),
+        (&["--allow-cidr", "banana"], 2, "invalid CIDR \"banana\""),
+        (&["--deny-cidr", "10.1.2.3/8"], 2, "did you mean 10.0.0.0/8"),
+        (&["--deny-cidr", "fd00::/8"], 2, "only IPv4"),
+        (
+            &["--deny-cidr", "10.0.0.0/8", "--allow-cidr", "10.0.0.0/8"],
+            2,
+            "10.0.0.0/8 is both allowed and denied",
+        ),
     ];
     for (args, code, needle) in cases {
         let out = lab.setup(args);
