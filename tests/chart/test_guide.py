@@ -168,11 +168,24 @@ def test_guide_ingress_example_is_what_the_chart_renders():
 
 
 def test_guide_network_policy_isolation():
+    """The guide's policy stays expressible with values (its peers, its
+    egress); the chart additionally limits the ingress to the front-door ports."""
     example = guide.yaml_block("kind: NetworkPolicy")
-    objs = helm_install(minimal(networkPolicy={"enabled": True}))["objects"]
+    values = minimal(networkPolicy={
+        "ingressFrom": example["spec"]["ingress"][0]["from"],
+        "egressTo": example["spec"]["egress"][0]["to"],
+        "allowDns": False,
+        "allowInternetEgress": False,
+    })
+    objs = helm_install(values)["objects"]
     validate_k8s(objs)
     pol = one(objs, "NetworkPolicy")
     assert pol["spec"]["policyTypes"] == example["spec"]["policyTypes"]
     assert pol["spec"]["podSelector"]["matchLabels"]["app"] == "lab-environment"
     assert pol["spec"]["ingress"][0]["from"] == example["spec"]["ingress"][0]["from"]
-    assert pol["spec"]["egress"][0]["to"] == example["spec"]["egress"][0]["to"]
+    assert sorted(p["port"] for p in pol["spec"]["ingress"][0]["ports"]) == [8080, 8081]
+    assert pol["spec"]["egress"] == example["spec"]["egress"]
+    # On by default, with the ingress controller as the only peer.
+    pol = one(helm_install(minimal())["objects"], "NetworkPolicy")
+    assert pol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == \
+        {"kubernetes.io/metadata.name": "ingress-nginx"}
