@@ -8,7 +8,8 @@
 use crate::customize;
 use crate::fetch;
 use crate::host::{self, HostError, Progress, shell_quote};
-use crate::recipe::Recipe;
+use crate::kernel::{self, BuiltKernel, KernelError, KernelSpec};
+use crate::recipe::{KernelChoice, Recipe};
 use crate::tree;
 use dozlab_core::ByteSize;
 use dozlab_core::manifest::{Artifact, Features, MANIFEST_FILE, Manifest};
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped whenever the builder's output changes for the same recipe (part of the cache key).
-pub const BUILDER_VERSION: &str = "dozlab-image-builder-2";
+pub const BUILDER_VERSION: &str = "dozlab-image-builder-3";
 /// File name of the raw image.
 pub const IMAGE_FILE: &str = "rootfs.ext4";
 /// File name of the compressed image.
@@ -36,6 +37,8 @@ pub enum BuildError {
     Host(#[from] HostError),
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
+    #[error("cannot build the Dozlab kernel")]
+    Kernel(#[from] KernelError),
     #[error("{what}")]
     Io {
         what: String,
@@ -72,6 +75,9 @@ pub struct BuildOptions {
     pub download_cache: Option<PathBuf>,
     /// Where the tree is assembled (default: see [`work_dir_for`]).
     pub work_dir: Option<PathBuf>,
+    /// Cache directory holding built kernels (`kernels/<key>`) for
+    /// `kernel = "dozlab"` recipes (default: [`crate::cache::default_cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -99,6 +105,12 @@ pub fn cache_key(recipe: &Recipe, opts: &BuildOptions) -> String {
     }
     h.update(b"\0builder=");
     h.update(BUILDER_VERSION);
+    if recipe.kernel == KernelChoice::Dozlab {
+        // The kernel's own key (fragment + sources): a new config rebuilds the image.
+        let k = KernelSpec::from_env().cache_key();
+        h.update(b"\0kernel=");
+        h.update(k.as_deref().unwrap_or("unavailable"));
+    }
     hex::encode(h.finalize())
 }
 
@@ -158,7 +170,13 @@ pub fn build_in(
     staging: &Path,
 ) -> Result<Manifest, BuildError> {
     host::preflight()?;
-    let mut progress = Progress::new(6);
+    let dozlab_kernel = recipe.kernel == KernelChoice::Dozlab;
+    let mut progress = Progress::new(6 + usize::from(dozlab_kernel));
+    let built_kernel = if dozlab_kernel {
+        Some(dozlab_kernel_for(opts, &mut progress)?)
+    } else {
+        None
+    };
     fs::create_dir_all(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
     let work = work_dir_for(opts, staging);
     remove_tree_safely(&work);
@@ -192,6 +210,9 @@ pub fn build_in(
 
     progress.phase("finalize and inspect the tree");
     customize::finalize_tree(&tree).map_err(io_err("cannot finalize the tree"))?;
+    if let Some(k) = &built_kernel {
+        install_kernel(k, &tree).map_err(io_err("cannot copy the Dozlab kernel into /boot"))?;
+    }
     let kernel = tree::find_kernel(&tree).map_err(BuildError::Tree)?;
     let packages =
         tree::installed_packages(&tree).map_err(io_err("cannot read the tree's dpkg status"))?;
@@ -240,6 +261,34 @@ pub fn build_in(
     progress.done("");
     eprintln!("   build finished in {:.1}s", progress.total_secs());
     Ok(manifest)
+}
+
+/// The cached Dozlab kernel, building it first when absent (phase output).
+fn dozlab_kernel_for(
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> Result<BuiltKernel, BuildError> {
+    let spec = KernelSpec::from_env();
+    let cache = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::cache::default_cache_dir);
+    progress.phase("kernel: the Dozlab microVM kernel (cached by config hash)");
+    let k = kernel::ensure_built(&spec, &cache)?;
+    progress.done(&format!("{} in {}", k.release, k.dir.display()));
+    Ok(k)
+}
+
+/// Copies the kernel into the tree's `/boot`: `vmlinuz-<rel>` (bzImage, for
+/// QEMU), `vmlinux-<rel>` (ELF, for Firecracker) and `config-<rel>`.
+pub fn install_kernel(k: &BuiltKernel, tree: &Path) -> io::Result<()> {
+    let boot = tree.join("boot");
+    fs::create_dir_all(&boot)?;
+    let rel = &k.release;
+    fs::copy(k.bzimage(), boot.join(format!("vmlinuz-{rel}")))?;
+    fs::copy(k.vmlinux(), boot.join(format!("vmlinux-{rel}")))?;
+    fs::copy(k.config(), boot.join(format!("config-{rel}")))?;
+    Ok(())
 }
 
 /// What the mmdebstrap hooks copy in and run.

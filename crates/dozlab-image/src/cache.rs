@@ -88,6 +88,9 @@ pub fn ensure_cached_with(
     if opts.download_cache.is_none() {
         opts.download_cache = Some(cache_dir.join("downloads"));
     }
+    if opts.cache_dir.is_none() {
+        opts.cache_dir = Some(cache_dir.to_path_buf());
+    }
     build::build_in(recipe, &opts, &staging)?;
     if done.exists() {
         // An incomplete directory left by hand: replace it.

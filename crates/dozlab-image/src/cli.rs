@@ -34,6 +34,28 @@ pub enum ImageCommand {
     Serve(ServeArgs),
     /// Print a resolved recipe (extends applied) and its cache key as JSON.
     Recipe(RecipeArgs),
+    /// Build (once per machine, cached) the Dozlab microVM kernel and print its directory.
+    Kernel(KernelArgs),
+}
+
+/// `image kernel`.
+#[derive(Debug, clap::Args)]
+pub struct KernelArgs {
+    /// Cache directory (default: $DOZLAB_CACHE, else ~/.cache/dozlab); the
+    /// kernel goes to <cache>/kernels/<key>/ (bzImage, vmlinux, config, release).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Kernel source tarball [default: /usr/src/linux-source-6.1.tar.xz].
+    #[arg(long, env = "DOZLAB_KERNEL_SOURCE")]
+    pub source: Option<PathBuf>,
+    /// Config fragment applied on top of tinyconfig instead of the shipped
+    /// one (crates/dozlab-image/kernel/microvm.config); its key differs.
+    #[arg(long)]
+    pub fragment: Option<PathBuf>,
+    /// Only configure and check that every option of the fragment survived
+    /// `make olddefconfig`; build nothing, cache nothing.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// `image serve`.
@@ -111,6 +133,7 @@ pub fn run(args: ImageArgs) -> CmdResult {
         ImageCommand::Verify(a) => run_verify(a),
         ImageCommand::Serve(a) => run_serve(a),
         ImageCommand::Recipe(a) => run_recipe(a),
+        ImageCommand::Kernel(a) => run_kernel(a),
     }
 }
 
@@ -173,6 +196,7 @@ fn load(args: &RecipeArgs) -> Result<(Recipe, BuildOptions), Failure> {
         mirror: args.mirror.clone(),
         download_cache: None,
         work_dir: args.work_dir.clone(),
+        cache_dir: None,
     };
     Ok((recipe, opts))
 }
@@ -211,6 +235,38 @@ fn run_build(args: BuildArgs) -> CmdResult {
         }
     }
     println!("{}", absolute(&args.out).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_kernel(args: KernelArgs) -> CmdResult {
+    use crate::kernel::{self, KernelSpec};
+    let mut spec = KernelSpec::from_env();
+    if let Some(s) = args.source {
+        spec.source = s;
+    }
+    if let Some(f) = &args.fragment {
+        spec.fragment = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --fragment {}", f.display()))
+            .map_err(Failure::usage)?;
+    }
+    kernel::fragment::Fragment::parse(&spec.fragment).map_err(Failure::usage)?;
+    crate::host::catch_interrupts();
+    if args.check_config {
+        kernel::preflight(&spec).map_err(Failure::usage)?;
+        let base = std::env::temp_dir().join(format!("dozlab-kernel-check-{}", std::process::id()));
+        let _base_guard = build::StagingGuard(base.clone());
+        let work = build::work_dir_for(&BuildOptions::default(), &base);
+        let _work_guard = build::StagingGuard(work.clone());
+        let src = kernel::unpack(&spec, &work).map_err(build_failure)?;
+        kernel::configure(&src, &spec.fragment).map_err(build_failure)?;
+        eprintln!("every option of the fragment survived make olddefconfig");
+        return Ok(ExitCode::SUCCESS);
+    }
+    kernel::preflight(&spec).map_err(Failure::usage)?;
+    let cache_dir = args.cache.unwrap_or_else(cache::default_cache_dir);
+    let k = kernel::ensure_built(&spec, &cache_dir).map_err(build_failure)?;
+    eprintln!("kernel {}", k.release);
+    println!("{}", absolute(&k.dir).display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,8 @@
 //!   runs them, prints phases and handles interrupts.
 //! - [`cache`]: builds keyed by recipe content, shared safely between callers
 //!   ([`ensure_cached`] is what `dozlab up` and `scripts/test-image` use).
+//! - [`kernel`]: the Dozlab microVM kernel (`kernel = "dozlab"` recipes),
+//!   built from Debian's `linux-source-6.1`, cached by config hash.
 //! - [`verify`]: offline checks of an ext4 image (ext4-view, no mount, no root).
 //! - [`serve`]: HTTP with Range and an `index.json` catalog.
 
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod customize;
 pub mod fetch;
 pub mod host;
+pub mod kernel;
 pub mod recipe;
 pub mod serve;
 pub mod tree;

@@ -72,6 +72,36 @@ pub struct RecipeFeatures {
     pub docker: Option<bool>,
 }
 
+/// Which kernel an image boots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    /// Debian's `linux-image-cloud-amd64` with its initramfs (virtio drivers
+    /// are modules loaded from the initramfs).
+    #[default]
+    Debian,
+    /// The Dozlab microVM kernel built from `linux-source-6.1` (see
+    /// [`crate::kernel`]): everything built in, no modules, no initramfs.
+    Dozlab,
+}
+
+impl KernelChoice {
+    /// `debian` or `dozlab`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelChoice::Debian => "debian",
+            KernelChoice::Dozlab => "dozlab",
+        }
+    }
+
+    fn is_debian(&self) -> bool {
+        *self == KernelChoice::Debian
+    }
+}
+
+/// Packages only the Debian kernel needs; a `kernel = "dozlab"` recipe drops them.
+pub const DEBIAN_KERNEL_PACKAGES: &[&str] = &["linux-image-cloud-amd64", "initramfs-tools"];
+
 /// One recipe file as written (before `extends` is resolved).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +116,8 @@ pub struct RecipeFile {
     pub suite: Option<String>,
     /// mmdebstrap variant (`minbase`, `apt`, ...).
     pub variant: Option<String>,
+    /// The kernel: `debian` (default) or `dozlab`.
+    pub kernel: Option<KernelChoice>,
     /// Debian packages to install.
     #[serde(default)]
     pub packages: Vec<String>,
@@ -116,6 +148,10 @@ pub struct Recipe {
     pub suite: String,
     /// mmdebstrap variant.
     pub variant: String,
+    /// The kernel (left out of the hashed form when `debian`, so recipes
+    /// written before the choice existed keep their cache key).
+    #[serde(skip_serializing_if = "KernelChoice::is_debian")]
+    pub kernel: KernelChoice,
     /// Debian packages, parents first, without duplicates.
     pub packages: Vec<String>,
     /// Extra units to enable.
@@ -193,6 +229,7 @@ fn resolve(profile: &str, origin: &str, text: &str, depth: u8) -> Result<Recipe,
             description: String::new(),
             suite: DEFAULT_SUITE.into(),
             variant: "minbase".into(),
+            kernel: KernelChoice::Debian,
             packages: vec![],
             enable: vec![],
             files: vec![],
@@ -202,6 +239,11 @@ fn resolve(profile: &str, origin: &str, text: &str, depth: u8) -> Result<Recipe,
     };
     merge(&mut recipe, file);
     recipe.profile = profile.to_string();
+    if recipe.kernel == KernelChoice::Dozlab {
+        recipe
+            .packages
+            .retain(|p| !DEBIAN_KERNEL_PACKAGES.contains(&p.as_str()));
+    }
     validate(origin, &recipe)?;
     Ok(recipe)
 }
@@ -218,6 +260,9 @@ fn merge(recipe: &mut Recipe, file: RecipeFile) {
     }
     if let Some(v) = file.variant {
         recipe.variant = v;
+    }
+    if let Some(k) = file.kernel {
+        recipe.kernel = k;
     }
     for p in file.packages {
         if !recipe.packages.contains(&p) {
@@ -261,12 +306,11 @@ fn validate(origin: &str, r: &Recipe) -> Result<(), RecipeError> {
     for f in &r.files {
         validate_file(f).map_err(bad)?;
     }
-    for needed in [
-        "openssh-server",
-        "linux-image-cloud-amd64",
-        "initramfs-tools",
-        "systemd",
-    ] {
+    let kernel_packages = match r.kernel {
+        KernelChoice::Debian => DEBIAN_KERNEL_PACKAGES,
+        KernelChoice::Dozlab => &[],
+    };
+    for needed in ["openssh-server", "systemd"].iter().chain(kernel_packages) {
         if !r.packages.iter().any(|p| p == needed) {
             return Err(bad(format!(
                 "package `{needed}` is required in every image; add it to packages or extend `minimal`"
@@ -338,6 +382,22 @@ mod tests {
                 .unwrap()
                 .content_sha256()
         );
+    }
+
+    #[test]
+    fn kernel_choice_drops_the_debian_kernel_and_keeps_old_keys() {
+        let vm = Recipe::load("vm").unwrap();
+        assert_eq!(vm.kernel, KernelChoice::Debian);
+        assert!(!serde_json::to_string(&vm).unwrap().contains("\"kernel\""));
+        let d = Recipe::parse("mine", "extends = \"vm\"\nkernel = \"dozlab\"\n").unwrap();
+        assert_eq!(d.kernel, KernelChoice::Dozlab);
+        for p in DEBIAN_KERNEL_PACKAGES {
+            assert!(!d.packages.iter().any(|x| x == p), "{p} kept");
+        }
+        assert!(d.packages.iter().any(|x| x == "docker.io"));
+        assert_ne!(d.content_sha256(), vm.content_sha256());
+        let e = Recipe::parse("mine", "extends = \"vm\"\nkernel = \"custom\"\n").unwrap_err();
+        assert!(matches!(e, RecipeError::Parse { .. }), "{e}");
     }
 
     #[test]

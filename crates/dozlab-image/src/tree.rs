@@ -8,7 +8,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The newest `/boot/vmlinuz-<ver>` with its initramfs and modules directory.
+/// The newest `/boot/vmlinuz-<ver>` with its initramfs and modules directory
+/// (neither for a kernel built without module support).
 pub fn find_kernel(tree: &Path) -> Result<KernelInfo, String> {
     let boot = tree.join("boot");
     let mut versions: Vec<String> = fs::read_dir(&boot)
@@ -25,6 +26,15 @@ pub fn find_kernel(tree: &Path) -> Result<KernelInfo, String> {
     let version = versions
         .pop()
         .ok_or("no /boot/vmlinuz-* (is linux-image-cloud-amd64 in the recipe?)")?;
+    let config = fs::read_to_string(boot.join(format!("config-{version}"))).unwrap_or_default();
+    if config.lines().any(|l| l == "# CONFIG_MODULES is not set") {
+        // A kernel without module support (the Dozlab kernel): no initramfs, no modules.
+        return Ok(KernelInfo {
+            path: Some(format!("/boot/vmlinuz-{version}")),
+            initrd: None,
+            version,
+        });
+    }
     let initrd = format!("/boot/initrd.img-{version}");
     if !tree.join(&initrd[1..]).is_file() {
         return Err(format!("no {initrd} (is initramfs-tools in the recipe?)"));

@@ -552,3 +552,46 @@ fn a_build_waiting_for_the_cache_lock_can_be_interrupted() {
     assert!(out.is_empty(), "no path printed: {out}");
     assert!(!images.join(&key).exists());
 }
+
+/// The Dozlab kernel's own check: a config fragment asking for an option
+/// whose dependency it turns off (an LZ4 initramfs without initramfs
+/// support) fails `image kernel` after `make olddefconfig`, naming the
+/// option, before anything is compiled or cached. The shipped fragment
+/// passes the same check.
+#[test]
+fn kernel_fragment_that_loses_a_required_option_fails_the_check() {
+    dozlab_testkit::require_tool!("make", "gcc", "bison", "flex", "bc");
+    dozlab_testkit::require_path!(
+        "/usr/src/linux-source-6.1.tar.xz",
+        "install linux-source-6.1 (scripts/setup)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad.config");
+    let shipped = include_str!("../../dozlab-image/kernel/microvm.config");
+    fs::write(
+        &bad,
+        format!("{shipped}\n# broken on purpose\nCONFIG_RD_LZ4=y\n"),
+    )
+    .unwrap();
+    let cache = t.path().join("cache");
+    let out = dozlab(&[
+        "image",
+        "kernel",
+        "--check-config",
+        "--fragment",
+        bad.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("lost 1 required option") && err.contains("CONFIG_RD_LZ4=y (became not set)"),
+        "{err}"
+    );
+    assert!(!cache.exists(), "a failed check caches nothing");
+
+    let good = dozlab(&["image", "kernel", "--check-config"]);
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(stderr(&good).contains("every option of the fragment survived"));
+}

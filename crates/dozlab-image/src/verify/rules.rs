@@ -52,6 +52,7 @@ pub fn run_all(img: &Image, docker: bool) -> Vec<Check> {
         root_filesystem(img),
         kernel_and_initramfs(img),
         initramfs_virtio(img),
+        virtio_mmio(img),
         sshd_installed(img),
         sshd_enabled(img),
         sshd_root_keys(img),
@@ -106,7 +107,8 @@ fn root_filesystem(img: &Image) -> Check {
     )
 }
 
-/// The newest kernel version with an initramfs and a modules directory.
+/// The newest kernel version with an initramfs and a modules directory, or
+/// built without module support (the Dozlab kernel: neither is needed).
 fn usable_kernel(img: &Image) -> (Option<String>, Vec<String>) {
     let mut versions: Vec<String> = img
         .list("/boot")
@@ -115,14 +117,81 @@ fn usable_kernel(img: &Image) -> (Option<String>, Vec<String>) {
         .collect();
     versions.sort();
     let usable = versions.iter().rev().find(|v| {
-        img.exists(&format!("/boot/initrd.img-{v}")) && img.is_dir(&format!("/lib/modules/{v}"))
+        without_modules(img, v)
+            || img.exists(&format!("/boot/initrd.img-{v}"))
+                && img.is_dir(&format!("/lib/modules/{v}"))
     });
     (usable.cloned(), versions)
+}
+
+/// `/boot/config-<v>`, the kernel's build configuration.
+fn kernel_config(img: &Image, v: &str) -> Option<String> {
+    img.text(&format!("/boot/config-{v}"))
+}
+
+/// Whether kernel `v` was built without loadable modules.
+fn without_modules(img: &Image, v: &str) -> bool {
+    kernel_config(img, v).is_some_and(|c| c.lines().any(|l| l == "# CONFIG_MODULES is not set"))
+}
+
+/// The value of `name` (`CONFIG_X`) in a kernel config.
+fn config_value<'a>(config: &'a str, name: &str) -> Option<&'a str> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Where a driver of kernel `v` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    BuiltIn,
+    Initramfs,
+    Missing,
+}
+
+/// Finds `module` (e.g. `virtio_mmio`) built into kernel `v` (its config or
+/// modules.builtin) or in the initramfs file names `initrd`.
+fn driver(img: &Image, v: &str, module: &str, initrd: &[String]) -> Driver {
+    let option = format!("CONFIG_{}", module.to_ascii_uppercase());
+    let config = kernel_config(img, v).unwrap_or_default();
+    let builtin = img
+        .text(&format!("/lib/modules/{v}/modules.builtin"))
+        .unwrap_or_default();
+    if config_value(&config, &option) == Some("y")
+        || builtin
+            .lines()
+            .any(|l| l.ends_with(&format!("/{module}.ko")))
+    {
+        return Driver::BuiltIn;
+    }
+    let in_initrd = initrd.iter().any(|n| {
+        n.rsplit('/')
+            .next()
+            .is_some_and(|b| b.starts_with(&format!("{module}.ko")))
+    });
+    if in_initrd {
+        Driver::Initramfs
+    } else {
+        Driver::Missing
+    }
+}
+
+/// The file names in kernel `v`'s initramfs (empty without one), or why it cannot be read.
+fn initrd_names(img: &Image, v: &str) -> Result<Vec<String>, String> {
+    let path = format!("/boot/initrd.img-{v}");
+    if !img.exists(&path) {
+        return Ok(vec![]);
+    }
+    let data = img.read(&path).ok_or("initramfs unreadable")?;
+    initrd::list_names(&data).map_err(|e| e.to_string())
 }
 
 fn kernel_and_initramfs(img: &Image) -> Check {
     let (usable, versions) = usable_kernel(img);
     let found = match (&usable, versions.is_empty()) {
+        (Some(v), _) if without_modules(img, v) => {
+            format!("/boot/vmlinuz-{v}, built without modules (no initramfs needed)")
+        }
         (Some(v), _) => format!("/boot/vmlinuz-{v}, /boot/initrd.img-{v}, /lib/modules/{v}"),
         (None, true) => "no /boot/vmlinuz-*".into(),
         (None, false) => format!(
@@ -132,7 +201,7 @@ fn kernel_and_initramfs(img: &Image) -> Check {
     };
     check(
         "kernel",
-        "a kernel with its initramfs and matching /lib/modules",
+        "a kernel with its initramfs and matching /lib/modules (or built without modules)",
         usable.is_some(),
         found,
         "install linux-image-cloud-amd64 and initramfs-tools in the image (update-initramfs -u -k all)",
@@ -140,52 +209,86 @@ fn kernel_and_initramfs(img: &Image) -> Check {
 }
 
 fn initramfs_virtio(img: &Image) -> Check {
-    const REQ: &str = "initramfs carries virtio_blk, virtio_net, virtio_pci, virtio_mmio";
+    const REQ: &str =
+        "virtio_blk, virtio_net, virtio_pci, virtio_mmio built in or in the initramfs";
     const FIX: &str = "list the modules in /etc/initramfs-tools/modules and run update-initramfs -u -k all in the tree";
+    let fail = |found: String| check("initramfs-virtio", REQ, false, found, FIX);
     let (Some(v), _) = usable_kernel(img) else {
-        return check(
-            "initramfs-virtio",
-            REQ,
-            false,
-            "no usable kernel/initramfs".into(),
-            FIX,
-        );
+        return fail("no usable kernel/initramfs".into());
     };
-    let Some(data) = img.read(&format!("/boot/initrd.img-{v}")) else {
-        return check(
-            "initramfs-virtio",
-            REQ,
-            false,
-            "initramfs unreadable".into(),
-            FIX,
-        );
-    };
-    let names = match initrd::list_names(&data) {
+    let names = match initrd_names(img, &v) {
         Ok(n) => n,
-        Err(e) => return check("initramfs-virtio", REQ, false, e.to_string(), FIX),
+        Err(e) => return fail(e),
     };
-    let builtin = img
-        .text(&format!("/lib/modules/{v}/modules.builtin"))
-        .unwrap_or_default();
-    let missing: Vec<&str> = INITRAMFS_MODULES
+    let states: Vec<(&str, Driver)> = INITRAMFS_MODULES
         .iter()
-        .copied()
-        .filter(|m| {
-            let in_initrd = names.iter().any(|n| {
-                n.rsplit('/')
-                    .next()
-                    .is_some_and(|b| b.starts_with(&format!("{m}.ko")))
-            });
-            let built_in = builtin.lines().any(|l| l.ends_with(&format!("/{m}.ko")));
-            !in_initrd && !built_in
-        })
+        .map(|m| (*m, driver(img, &v, m, &names)))
         .collect();
-    let found = if missing.is_empty() {
-        format!("all four in initrd.img-{v} ({} files)", names.len())
+    let missing: Vec<&str> = states
+        .iter()
+        .filter(|(_, d)| *d == Driver::Missing)
+        .map(|(m, _)| *m)
+        .collect();
+    let found = if !missing.is_empty() {
+        format!(
+            "missing from kernel {v} and its initramfs: {}",
+            missing.join(", ")
+        )
+    } else if states.iter().all(|(_, d)| *d == Driver::BuiltIn) {
+        format!("all four built into kernel {v}")
     } else {
-        format!("missing from initrd.img-{v}: {}", missing.join(", "))
+        format!(
+            "all four in initrd.img-{v} or built in ({} files)",
+            names.len()
+        )
     };
     check("initramfs-virtio", REQ, missing.is_empty(), found, FIX)
+}
+
+/// The drivers a virtio-mmio boot needs (QEMU `microvm`, Firecracker).
+const MMIO_DRIVERS: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
+
+fn virtio_mmio(img: &Image) -> Check {
+    const REQ: &str = "boots on virtio-mmio (QEMU microvm, Firecracker): virtio_mmio, virtio_blk, virtio_net built in or in the initramfs; ACPI built in";
+    const FIX: &str = "use kernel = \"dozlab\" in the recipe, or a kernel with CONFIG_ACPI=y and the virtio-mmio drivers built in or in its initramfs (with /boot/config-<version> in the image)";
+    let fail = |found: String| check("virtio-mmio", REQ, false, found, FIX);
+    let (Some(v), _) = usable_kernel(img) else {
+        return fail("no usable kernel".into());
+    };
+    let Some(config) = kernel_config(img, &v) else {
+        return fail(format!(
+            "no /boot/config-{v} to read the kernel's options from"
+        ));
+    };
+    let names = match initrd_names(img, &v) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    let mut parts = Vec::new();
+    let mut ok = true;
+    for m in MMIO_DRIVERS {
+        let d = driver(img, &v, m, &names);
+        ok &= d != Driver::Missing;
+        let where_ = match d {
+            Driver::BuiltIn => "built in",
+            Driver::Initramfs => "initramfs",
+            Driver::Missing => "MISSING",
+        };
+        parts.push(format!("{m}: {where_}"));
+    }
+    let acpi = config_value(&config, "CONFIG_ACPI") == Some("y");
+    ok &= acpi;
+    parts.push(format!(
+        "ACPI: {}",
+        if acpi { "built in" } else { "MISSING" }
+    ));
+    check(
+        "virtio-mmio",
+        REQ,
+        ok,
+        format!("kernel {v}: {}", parts.join(", ")),
+        FIX,
+    )
 }
 
 fn sshd_installed(img: &Image) -> Check {

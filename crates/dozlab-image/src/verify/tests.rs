@@ -41,6 +41,11 @@ fn initrd(modules: &[&str]) -> Vec<u8> {
 fn compliant_tree(root: &Path) {
     put(root, "etc/fstab", "/dev/vda / ext4 defaults 0 1\n");
     put(root, &format!("boot/vmlinuz-{KVER}"), "kernel");
+    put(
+        root,
+        &format!("boot/config-{KVER}"),
+        "CONFIG_MODULES=y\nCONFIG_ACPI=y\nCONFIG_VIRTIO_MMIO=m\nCONFIG_VIRTIO_BLK=m\n",
+    );
     let data = initrd(&["virtio_blk", "virtio_net", "virtio_pci", "virtio_mmio"]);
     fs::write(root.join(format!("boot/initrd.img-{KVER}")), data).unwrap();
     put(
@@ -152,7 +157,7 @@ fn compliant_image_passes_every_rule() {
     let (_d, image) = image_with(|_| {});
     let report = verify(&image, false).unwrap();
     assert!(report.passed, "{}", render_table(&report));
-    assert_eq!(report.checks.len(), 16);
+    assert_eq!(report.checks.len(), 17);
     assert!(report.checks.iter().all(|c| c.status == Status::Pass));
 }
 
@@ -175,6 +180,16 @@ fn each_broken_rule_is_caught() {
                 initrd(&["virtio_blk", "virtio_net", "virtio_pci"]),
             )
             .unwrap()
+        }),
+        ("virtio-mmio", |t| {
+            put(
+                t,
+                &format!("boot/config-{KVER}"),
+                "CONFIG_MODULES=y\n# CONFIG_ACPI is not set\n",
+            )
+        }),
+        ("virtio-mmio", |t| {
+            fs::remove_file(t.join(format!("boot/config-{KVER}"))).unwrap()
         }),
         ("sshd-installed", |t| {
             fs::remove_file(t.join("usr/sbin/sshd")).unwrap()
@@ -267,9 +282,9 @@ fn each_broken_rule_is_caught() {
             render_table(&report)
         );
         assert!(
-            failed
-                .iter()
-                .all(|f| *f == want || (want == "kernel" && *f == "initramfs-virtio")),
+            failed.iter().all(|f| *f == want
+                || (want == "kernel" && ["initramfs-virtio", "virtio-mmio"].contains(f))
+                || (want == "initramfs-virtio" && *f == "virtio-mmio")),
             "only {want} should fail:\n{}",
             render_table(&report)
         );
@@ -277,6 +292,56 @@ fn each_broken_rule_is_caught() {
         let fix = &report.checks.iter().find(|c| c.id == want).unwrap().fix;
         assert!(!fix.is_empty());
     }
+}
+
+/// A kernel built without modules (the Dozlab kernel): no initramfs, no
+/// /lib/modules, every virtio driver built in.
+#[test]
+fn a_kernel_without_modules_needs_no_initramfs() {
+    let (_d, image) = image_with(|t| {
+        fs::remove_file(t.join(format!("boot/initrd.img-{KVER}"))).unwrap();
+        fs::remove_dir_all(t.join("lib/modules")).unwrap();
+        put(
+            t,
+            &format!("boot/config-{KVER}"),
+            "# CONFIG_MODULES is not set\nCONFIG_ACPI=y\nCONFIG_VIRTIO_MMIO=y\n\
+             CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\n",
+        );
+    });
+    let report = verify(&image, false).unwrap();
+    assert!(report.passed, "{}", render_table(&report));
+    let mmio = report
+        .checks
+        .iter()
+        .find(|c| c.id == "virtio-mmio")
+        .unwrap();
+    assert!(
+        mmio.found.contains("virtio_mmio: built in"),
+        "{}",
+        mmio.found
+    );
+    // The same kernel without virtio-mmio: the rule says what is missing.
+    let (_d, image) = image_with(|t| {
+        fs::remove_file(t.join(format!("boot/initrd.img-{KVER}"))).unwrap();
+        put(
+            t,
+            &format!("boot/config-{KVER}"),
+            "# CONFIG_MODULES is not set\nCONFIG_ACPI=y\nCONFIG_VIRTIO_PCI=y\n\
+             CONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\n",
+        );
+    });
+    let report = verify(&image, false).unwrap();
+    let mmio = report
+        .checks
+        .iter()
+        .find(|c| c.id == "virtio-mmio")
+        .unwrap();
+    assert_eq!(mmio.status, Status::Fail);
+    assert!(
+        mmio.found.contains("virtio_mmio: MISSING"),
+        "{}",
+        mmio.found
+    );
 }
 
 #[test]
