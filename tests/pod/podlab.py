@@ -163,14 +163,6 @@ def adapt_pod(rendered: dict) -> dict:
 # ---- a played pod ------------------------------------------------------------------
 
 
-def stop_and_down(pod_file: pathlib.Path, pod: str, grace: int) -> tuple:
-    """How a session pod ends here: `podman pod stop --time GRACE` (SIGTERM to
-    every container, SIGKILL after GRACE seconds), then `podman kube down`."""
-    stop = podman("pod", "stop", "--ignore", "--time", str(grace), pod, check=False, timeout=grace + 120)
-    down = podman("kube", "down", str(pod_file), check=False, timeout=600)
-    return stop, down
-
-
 def container_name(pod: str, container: str) -> str:
     """The Podman name of a pod's container (kube play's naming)."""
     return f"{pod}-{container}"

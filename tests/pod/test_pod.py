@@ -15,7 +15,6 @@ import json
 import re
 import secrets
 import subprocess
-import time
 
 import pytest
 
@@ -99,7 +98,8 @@ def test_init_rootfs_downloaded_and_verified_the_image(ready, image_server, vm_i
 def test_network_setup_made_the_tap_and_the_table(ready):
     st = podlab.state(ready.container("network-setup"))
     assert st["Status"] == "exited" and st["ExitCode"] == 0, podlab.logs(ready.container("network-setup"))
-    tap = ready.played.pod_rendered["spec"]["initContainers"][1]["env"][0]["value"]
+    net = next(c for c in ready.played.pod_rendered["spec"]["initContainers"] if c["name"] == "network-setup")
+    tap = next(e["value"] for e in net["env"] if e["name"] == "TAP_DEVICE_NAME")
     links = subprocess.run(["nsenter", f"--net=/proc/{ready.pid}/ns/net", "ip", "-j", "link", "show", tap],
                            capture_output=True, text=True)
     assert links.returncode == 0, links.stderr
