@@ -1,15 +1,17 @@
-//! Turns `vm run` flags (and `/shared/network-config`) into a checked
-//! [`Plan`]. Every user mistake is found here, before anything is created:
-//! no key written, no VMM started.
+//! Turns `vm run`'s [`RunSettings`] (and `/shared/network-config`) into a
+//! checked [`Plan`]. Every user mistake is found here, before anything is
+//! created: no key written, no VMM started. The planner reads no
+//! environment variable: the settings are all it is asked.
 //!
-//! Precedence for network values: explicit flag or environment variable,
-//! then the network config file (when it exists), then the defaults
-//! (`tap0`, `172.16.0.2`, `172.16.0.1`, `/24`, a MAC derived from the VM IP).
+//! Precedence for network values: the settings (from a flag or its
+//! environment variable, parsed by the caller), then the network config file
+//! (when it exists), then the defaults (`tap0`, `172.16.0.2`, `172.16.0.1`,
+//! `/24`, a MAC derived from the VM IP).
 
 use crate::bootfiles::{self, BootFilesError};
-use crate::cli::{AccelChoice, DockerCheck, RunArgs, VmmChoice};
 use crate::cmdline::{GuestNet, mac_for, same_subnet, valid_mac};
 use crate::qemu::{Accel, Machine};
+use crate::settings::{AccelChoice, DockerCheck, RunSettings, VmmChoice};
 use dozlab_core::netconfig::NetworkConfig;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -152,7 +154,7 @@ impl Host {
 }
 
 /// Builds and checks the plan.
-pub fn plan(a: &RunArgs, host: &Host) -> Result<Plan, ConfigError> {
+pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
     check_session_id(&a.session_id)?;
     if !(1..=32).contains(&a.cpus) {
         return Err(ConfigError::Cpus(a.cpus));
@@ -249,7 +251,7 @@ fn load_netconfig(path: &Path) -> Result<Option<NetworkConfig>, ConfigError> {
         })
 }
 
-fn network(a: &RunArgs, f: Option<&NetworkConfig>) -> Result<(GuestNet, String), ConfigError> {
+fn network(a: &RunSettings, f: Option<&NetworkConfig>) -> Result<(GuestNet, String), ConfigError> {
     let vm_ip = a
         .vm_ip
         .or(f.map(|f| f.vm_ip))
@@ -316,7 +318,7 @@ fn check_rootfs(path: &Path) -> Result<(), ConfigError> {
 }
 
 fn boot_files(
-    a: &RunArgs,
+    a: &RunSettings,
     fs4: &ext4_view::Ext4,
 ) -> Result<(BootFile, Option<BootFile>), ConfigError> {
     let host_file = |what, p: &PathBuf| {
@@ -347,7 +349,7 @@ fn boot_files(
 
 type Attempts = (Vec<Attempt>, Option<PathBuf>, Option<PathBuf>);
 
-fn attempts(a: &RunArgs, host: &Host) -> Result<Attempts, ConfigError> {
+fn attempts(a: &RunSettings, host: &Host) -> Result<Attempts, ConfigError> {
     let qemu = which(&a.qemu_bin);
     let fc = which(&a.firecracker_bin);
     let qemu_list = |accel: AccelChoice| -> Result<Vec<Attempt>, ConfigError> {

@@ -1,11 +1,14 @@
 //! `dozlab vm run|status`: boot and supervise the session's microVM.
 //!
-//! `cli` parses flags; `config` turns them (plus `/shared/network-config`)
-//! into a checked plan before anything starts; `bootfiles`, `vmlinux`,
-//! `identity` and `inject` prepare the image and kernel offline; `qemu` and
-//! `firecracker` are the two backends; `console`, `ready` and `statusd`
-//! watch the guest; `supervisor` ties them together; `status` is the probe.
+//! `args` holds the flags and `cli` dispatches them; `settings` is what
+//! `vm run` is asked (plain values), which `config` turns (with
+//! `/shared/network-config`) into a checked plan before anything starts;
+//! `bootfiles`, `vmlinux`, `identity` and `inject` prepare the image and
+//! kernel offline; `qemu` and `firecracker` are the two backends;
+//! `console`, `ready` and `statusd` watch the guest; `supervisor` ties them
+//! together; `status` is the probe.
 
+pub mod args;
 pub mod bootfiles;
 pub mod cli;
 pub mod cmdline;
@@ -16,6 +19,7 @@ pub mod identity;
 pub mod inject;
 pub mod qemu;
 pub mod ready;
+pub mod settings;
 pub mod status;
 pub mod statusd;
 pub mod supervisor;

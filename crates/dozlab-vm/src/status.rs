@@ -1,10 +1,10 @@
 //! `dozlab vm status`: reads `status.json` and exits 0 only when the VM is
 //! ready and its supervisor is alive, so it fits an exec probe.
 
-use crate::cli::StatusArgs;
 use dozlab_core::failure::{CmdResult, Failure};
 use dozlab_core::vmstatus::{Phase, VmStatus};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Whether a process with this pid exists (signal 0).
@@ -55,20 +55,21 @@ pub fn render(s: &VmStatus) -> String {
     out
 }
 
-/// Entry point of `dozlab vm status`.
-pub fn main(a: &StatusArgs) -> CmdResult {
-    let s = VmStatus::load(&a.state_dir).map_err(|e| {
+/// Entry point of `dozlab vm status`: the status in `state_dir`, as JSON
+/// when `json`.
+pub fn main(state_dir: &Path, json: bool) -> CmdResult {
+    let s = VmStatus::load(state_dir).map_err(|e| {
         Failure::new(
             1,
             anyhow::anyhow!(
                 "no VM status in {} ({e}); is `dozlab vm run --state-dir {}` running?",
-                a.state_dir.display(),
-                a.state_dir.display()
+                state_dir.display(),
+                state_dir.display()
             ),
         )
     })?;
     let s = effective(s);
-    if a.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         print!("{}", render(&s));

@@ -10,13 +10,13 @@
 //! It runs on a current-thread tokio runtime and never holds the image or
 //! kernel in memory, to stay small next to the VMM.
 
-use crate::cli::{RunArgs, usage};
 use crate::config::{self, Attempt, BootFile, Host, Plan, Vmm};
 use crate::console::Tail;
 use crate::firecracker::FcPlan;
 use crate::identity::Identity;
 use crate::qemu::{Accel, Machine, QemuPlan};
 use crate::ready::{DOCKER_PORT, ReadyCheck};
+use crate::settings::RunSettings;
 use crate::vmm::{self, Launch, Running};
 use crate::{bootfiles, cmdline, inject, statusd, vmlinux};
 use anyhow::Context as _;
@@ -38,9 +38,9 @@ pub const EXIT_KILLED: u8 = 4;
 const POLL: Duration = Duration::from_millis(200);
 
 /// Entry point of `dozlab vm run`.
-pub fn main(args: RunArgs) -> CmdResult {
+pub fn main(args: RunSettings) -> CmdResult {
     let t0 = Instant::now();
-    let plan = config::plan(&args, &Host::probe()).map_err(usage)?;
+    let plan = config::plan(&args, &Host::probe()).map_err(Failure::usage)?;
     for var in ["SNAPSHOT_PATH", "MEM_FILE_PATH"] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
             tracing::warn!(
@@ -68,7 +68,7 @@ struct Supervisor {
 async fn run(plan: Plan, t0: Instant) -> CmdResult {
     let listener = match plan.status_listen {
         Some(addr) => Some(statusd::bind(addr).await.map_err(|e| {
-            usage(anyhow::anyhow!(
+            Failure::usage(anyhow::anyhow!(
                 "cannot listen on --status-listen {addr}: {e}"
             ))
         })?),
@@ -99,7 +99,7 @@ fn lock(plan: &Plan) -> Result<(Flock<std::fs::File>, Flock<std::fs::File>), Fai
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            usage(anyhow::anyhow!(
+            Failure::usage(anyhow::anyhow!(
                 "{what} {} is in use by another `dozlab vm run`",
                 path.display()
             ))
@@ -422,7 +422,7 @@ fn boot_files(plan: &Plan) -> Result<(PathBuf, Option<PathBuf>), Failure> {
     let needs_image = matches!(plan.kernel, BootFile::Image(_))
         || matches!(plan.initrd, Some(BootFile::Image(_)));
     let fs4 = if needs_image {
-        Some(bootfiles::open_image(&plan.rootfs).map_err(usage)?)
+        Some(bootfiles::open_image(&plan.rootfs).map_err(Failure::usage)?)
     } else {
         None
     };
