@@ -82,12 +82,20 @@ pub fn client(
     timeout: Duration,
     extra_roots: Vec<reqwest::Certificate>,
 ) -> Result<Client, HttpError> {
+    install_tls_provider();
     Client::builder()
         .connect_timeout(timeout)
         .user_agent(concat!("dozlab/", env!("CARGO_PKG_VERSION")))
         .tls_certs_merge(extra_roots)
         .build()
         .map_err(HttpError::Request)
+}
+
+/// Makes rustls use the pure-Rust `ring` provider (reqwest is built with
+/// `rustls-no-provider`, to keep the C-compiled aws-lc out of the build).
+/// Idempotent: a provider already installed by someone else stays.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 enum Reply {

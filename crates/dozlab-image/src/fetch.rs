@@ -61,6 +61,8 @@ pub fn fetch_files(
         .build()
         .map_err(io_err(overlay))?;
     rt.block_on(async {
+        // reqwest is built without a default TLS provider: use ring (pure Rust).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         for f in files {
             let src = obtain(&client, f, overlay, cache).await?;

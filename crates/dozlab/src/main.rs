@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 use dozlab_core::failure::CmdResult;
 use std::process::ExitCode;
+use tracing_subscriber::filter::Targets;
 
 /// Hands-on technical labs: a real Linux microVM per learner, in the browser.
 #[derive(Debug, Parser)]
@@ -58,15 +59,31 @@ fn dispatch(command: Command) -> CmdResult {
     }
 }
 
+/// The log filter: `DOZLAB_LOG`, else `RUST_LOG`, else `info`, each a list
+/// of `target=level` directives (`info`, `dozlab_vm=debug,warn`). A value
+/// that does not parse is skipped.
+fn log_filter() -> Targets {
+    filter_from(["DOZLAB_LOG", "RUST_LOG"].map(|var| std::env::var(var).ok()))
+}
+
+/// The first of `values` that is set and parses, else `info`.
+fn filter_from(values: impl IntoIterator<Item = Option<String>>) -> Targets {
+    values
+        .into_iter()
+        .flatten()
+        .find_map(|value| value.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
+}
+
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("DOZLAB_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(log_filter())
         .init();
 }
 
@@ -79,5 +96,23 @@ fn main() -> ExitCode {
             eprintln!("error: {:#}", failure.error);
             failure.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_from;
+    use tracing::Level;
+
+    #[test]
+    fn log_filter_takes_the_first_value_that_parses() {
+        let f = filter_from([None, Some("dozlab_vm=debug,warn".into())]);
+        assert!(f.would_enable("dozlab_vm::qemu", &Level::DEBUG));
+        assert!(!f.would_enable("dozlab_up", &Level::INFO));
+        let f = filter_from([Some("=bad=".into()), Some("error".into())]);
+        assert!(!f.would_enable("dozlab_up", &Level::WARN));
+        let f = filter_from([None, None]);
+        assert!(f.would_enable("anything", &Level::INFO));
+        assert!(!f.would_enable("anything", &Level::DEBUG));
     }
 }
