@@ -4,14 +4,18 @@
 //! shell (retrying while the VM is starting, reporting progress as status
 //! messages) or re-attaches to an existing one, then pumps output from the
 //! shell's buffer by offset and input from the socket into the shell.
+//!
+//! The socket is closed with 4000 when another socket attaches to its shell
+//! and with 4001 when its login session ends (logout).
 
 use crate::protocol::{ClientMsg, ServerMsg, State, close};
-use crate::shell::{Input, Registry, Shell};
+use crate::shell::{Input, Registry, Shell, Slot};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// A WebSocket frame, independent of the WebSocket library.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +58,11 @@ pub enum Request {
 
 /// Opens the SSH connection and shell for a new tab.
 pub trait Opener: Send + Sync {
-    /// Tries once to open a shell; Err carries (state, message) for the status line.
+    /// Tries once to open a shell in `slot`; Err carries (state, message) for
+    /// the status line (the slot is given back).
     fn open(
         &self,
+        slot: Slot,
         cols: u16,
         rows: u16,
     ) -> impl Future<Output = Result<Arc<Shell>, (State, String)>> + Send;
@@ -73,7 +79,7 @@ pub struct Settings {
 
 const CHUNK: usize = 64 * 1024;
 
-/// Runs one socket until it closes or its shell ends.
+/// Runs one socket until it closes, its shell ends or `logout` is cancelled.
 pub async fn run<Si, St, O>(
     mut sink: Si,
     mut stream: St,
@@ -81,6 +87,7 @@ pub async fn run<Si, St, O>(
     opener: &O,
     req: Request,
     cfg: Settings,
+    logout: CancellationToken,
 ) where
     Si: Sink<Frame> + Unpin,
     St: Stream<Item = Result<Frame, ReadError>> + Unpin,
@@ -88,11 +95,17 @@ pub async fn run<Si, St, O>(
 {
     let shell_and_offset = match req {
         Request::New { cols, rows } => {
-            open_new(&mut sink, &mut stream, &registry, opener, cols, rows, cfg).await
+            let opening = open_new(&mut sink, &mut stream, &registry, opener, cols, rows, cfg);
+            tokio::select! {
+                r = opening => r,
+                _ = logout.cancelled() => None,
+            }
         }
         Request::Attach { shell, offset } => match registry.get(&shell) {
             Some(s) => Some((s, offset)),
             None => {
+                let id = crate::logsafe::Clean(&shell);
+                tracing::info!(shell = %id, "re-attach refused: no such shell");
                 refuse(
                     &mut sink,
                     close::NO_SUCH_SHELL,
@@ -104,7 +117,12 @@ pub async fn run<Si, St, O>(
         },
     };
     if let Some((shell, offset)) = shell_and_offset {
-        pump(&mut sink, &mut stream, &shell, offset, cfg).await;
+        pump(&mut sink, &mut stream, &shell, offset, cfg, &logout).await;
+    }
+    if logout.is_cancelled() {
+        let _ = sink
+            .send(Frame::Close(close::LOGGED_OUT, "logged out".into()))
+            .await;
     }
     let _ = sink.close().await;
 }
@@ -130,7 +148,7 @@ async fn refuse<Si: Sink<Frame> + Unpin>(sink: &mut Si, code: u16, message: &str
 async fn open_new<Si, St, O>(
     sink: &mut Si,
     stream: &mut St,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     opener: &O,
     mut cols: u16,
     mut rows: u16,
@@ -142,10 +160,13 @@ where
     O: Opener,
 {
     loop {
-        if let Err(e) = registry.check_room() {
-            refuse(sink, close::TRY_AGAIN_LATER, &e.to_string()).await;
-            return None;
-        }
+        let slot = match registry.reserve() {
+            Ok(slot) => slot,
+            Err(e) => {
+                refuse(sink, close::TRY_AGAIN_LATER, &e.to_string()).await;
+                return None;
+            }
+        };
         let status = ServerMsg::Status {
             state: State::Connecting,
             message: "connecting to the VM".into(),
@@ -153,7 +174,7 @@ where
         if !send_msg(sink, &status).await {
             return None;
         }
-        let (state, message) = match opener.open(cols, rows).await {
+        let (state, message) = match opener.open(slot, cols, rows).await {
             Ok(shell) => return Some((shell, 0)),
             Err(e) => e,
         };
@@ -181,8 +202,14 @@ where
 }
 
 /// Attached: shell output → socket, socket input → shell.
-async fn pump<Si, St>(sink: &mut Si, stream: &mut St, shell: &Shell, offset: u64, cfg: Settings)
-where
+async fn pump<Si, St>(
+    sink: &mut Si,
+    stream: &mut St,
+    shell: &Shell,
+    offset: u64,
+    cfg: Settings,
+    logout: &CancellationToken,
+) where
     Si: Sink<Frame> + Unpin,
     St: Stream<Item = Result<Frame, ReadError>> + Unpin,
 {
@@ -204,7 +231,15 @@ where
             let step = tokio::select! {
                 biased;
                 frame = stream.next() => on_frame(sink, shell, frame, cfg).await,
-                r = consumer.changed() => taken_over(r.is_ok(), &consumer, generation),
+                _ = logout.cancelled() => Step::Leave,
+                r = consumer.changed() => match taken_over(r.is_ok(), &consumer, generation) {
+                    Step::Leave if r.is_ok() => {
+                        let reason = "taken over in another tab".into();
+                        let _ = sink.send(Frame::Close(close::TAKEN_OVER, reason)).await;
+                        Step::Leave
+                    }
+                    step => step,
+                },
                 out = next_output(shell, &mut progress, offset_now) => match out {
                     Output::Data(chunk) => {
                         offset_now += chunk.len() as u64;

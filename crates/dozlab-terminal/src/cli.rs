@@ -1,7 +1,9 @@
 //! Command line of `dozlab terminal` (serve) and `dozlab terminal replay FILE`.
 
 use crate::auth::Auth;
+use crate::proxy::{Cidr, TrustedProxies};
 use crate::record::{self, Pace};
+use crate::server::ConnLimits;
 use crate::shell::{Limits, Registry};
 use crate::ssh::SshTarget;
 use crate::web::{self, AppState, SecureCookie, Settings};
@@ -86,8 +88,25 @@ pub struct ServeArgs {
     /// When the session cookie is marked Secure: auto = behind TLS (X-Forwarded-Proto: https).
     #[arg(long, value_enum, default_value = "auto")]
     pub secure_cookie: SecureCookie,
-    /// Rate-limit logins by the first X-Forwarded-For address (only behind a trusted proxy).
-    #[arg(long)]
+    /// A reverse proxy (CIDR or address) whose X-Forwarded-For/-Proto are believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Time allowed for a request's head, and for the next request on a kept-alive connection.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Close an HTTP connection (not a WebSocket) when no byte moved for this long.
+    #[arg(long, env = "IDLE_CONNECTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_connection_timeout: Duration,
+    /// Open connections at most, WebSockets included; further ones wait.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Removed: use --trusted-proxy CIDR.
+    #[arg(long, hide = true)]
     pub trust_forwarded_for: bool,
 }
 
@@ -171,6 +190,11 @@ fn read_password(args: &ServeArgs) -> Result<String, Failure> {
 
 /// Builds the state from the flags, validating them.
 pub fn state_from_args(args: &ServeArgs) -> Result<AppState, Failure> {
+    if args.trust_forwarded_for {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--trust-forwarded-for was removed: name the proxies to trust with --trusted-proxy CIDR (repeatable, or TRUSTED_PROXIES=cidr,cidr)"
+        )));
+    }
     let auth = Auth::new(&read_password(args)?).map_err(Failure::usage)?;
     if let Some(dir) = &args.record_dir {
         std::fs::create_dir_all(dir)
@@ -182,10 +206,19 @@ pub fn state_from_args(args: &ServeArgs) -> Result<AppState, Failure> {
             "--max-shells and --max-frame-bytes must be > 0 and --scrollback-bytes at least 4096"
         )));
     }
+    let limits = conn_limits(args);
+    if limits.max_connections <= args.max_shells
+        || limits.header_timeout.is_zero()
+        || limits.idle_timeout.is_zero()
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--max-connections must be more than --max-shells, and --header-timeout and --idle-connection-timeout more than 0"
+        )));
+    }
     let settings = Settings {
         allowed_origins: args.allowed_origins.clone(),
         secure_cookie: args.secure_cookie,
-        trust_forwarded_for: args.trust_forwarded_for,
+        trusted_proxies: TrustedProxies(args.trusted_proxies.clone()),
         max_frame: args.max_frame_bytes,
         max_upload: args.max_upload_bytes,
         retry: Duration::from_secs(2),
@@ -209,6 +242,14 @@ pub fn state_from_args(args: &ServeArgs) -> Result<AppState, Failure> {
     Ok(AppState::new(settings, auth, Registry::new(limits), ssh))
 }
 
+fn conn_limits(args: &ServeArgs) -> ConnLimits {
+    ConnLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_connection_timeout,
+        max_connections: args.max_connections,
+    }
+}
+
 fn serve(args: ServeArgs) -> CmdResult {
     let state = state_from_args(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -226,20 +267,13 @@ fn serve(args: ServeArgs) -> CmdResult {
             "web terminal serving"
         );
         let shells = state.0.shells.clone();
-        let app = web::app(state).into_make_service_with_connect_info::<SocketAddr>();
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         // On SIGTERM, end the shells first: their sockets get `exit` and close.
         let shutdown = async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing shells");
             shells.close_all();
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server failed")?;
+        crate::server::serve(listener, web::app(state), conn_limits(&args), shutdown).await;
         tracing::info!("web terminal stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -5,13 +5,19 @@
 //! ([`bridge`]) to a shell in the VM reached over SSH ([`ssh`]). Shells
 //! ([`shell`]) outlive sockets and replay missed output on re-attach. Shells
 //! can be recorded as asciicast v2 ([`record`]); files move over SFTP ([`files`]).
+//! [`server`] accepts connections with timeouts and a cap; [`proxy`] decides
+//! whose forwarding headers are believed; [`logsafe`] escapes what clients
+//! wrote before it is logged.
 
 pub mod auth;
 pub mod bridge;
 pub mod buffer;
 pub mod cli;
+pub mod logsafe;
 pub mod protocol;
+pub mod proxy;
 pub mod record;
+pub mod server;
 pub mod shell;
 pub mod ssh;
 pub mod web;

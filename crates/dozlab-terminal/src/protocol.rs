@@ -91,8 +91,10 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Too many shells open (`--max-shells`): try again later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// Another socket attached to the same shell.
+    /// Another socket attached to the same shell (the page stops reconnecting).
     pub const TAKEN_OVER: u16 = 4000;
+    /// The login session ended (logout): the page goes to the login page.
+    pub const LOGGED_OUT: u16 = 4001;
     /// No shell with the requested id.
     pub const NO_SUCH_SHELL: u16 = 4404;
 }

@@ -8,6 +8,11 @@
 //! offset, so a re-attach replays exactly what was missed. While a socket is
 //! attached the reader waits for it when it is a whole buffer behind, so an
 //! attached client never loses output.
+//!
+//! A shell's place under `--max-shells` is a [`Slot`], reserved atomically
+//! before its SSH connection is opened and given back only when the shell has
+//! left the registry; the supervisor never waits on the channel while the
+//! shell has ended, so an ended shell always leaves and frees its slot.
 
 use crate::buffer::OutputBuffer;
 use crate::record::Recorder;
@@ -16,6 +21,9 @@ use bytes::Bytes;
 use rand::RngCore as _;
 use russh::ChannelMsg;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -186,14 +194,30 @@ impl Shell {
 #[derive(Debug)]
 pub struct Registry {
     shells: Mutex<HashMap<String, Arc<Shell>>>,
+    slots: AtomicUsize,
     limits: Limits,
 }
+
+/// One of the `--max-shells` places, held from before a shell's SSH
+/// connection is opened until the shell has left the registry.
+#[derive(Debug)]
+pub struct Slot(Arc<Registry>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.slots.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How long closing a channel or a connection may take before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Registry {
     /// An empty registry.
     pub fn new(limits: Limits) -> Self {
         Self {
             shells: Mutex::default(),
+            slots: AtomicUsize::new(0),
             limits,
         }
     }
@@ -218,23 +242,31 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Fails when no further shell may be opened.
-    pub fn check_room(&self) -> Result<(), ShellError> {
-        if self.len() >= self.limits.max_shells {
-            return Err(ShellError::TooMany(self.limits.max_shells));
-        }
-        Ok(())
+    /// Slots taken: live shells and shells being opened.
+    pub fn slots_taken(&self) -> usize {
+        self.slots.load(Ordering::SeqCst)
     }
 
-    /// Opens a shell on `session` with a PTY of `cols`x`rows` and registers it.
+    /// Reserves a slot for a new shell, or fails when all are taken.
+    pub fn reserve(self: &Arc<Self>) -> Result<Slot, ShellError> {
+        let max = self.limits.max_shells;
+        self.slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| ShellError::TooMany(max))?;
+        Ok(Slot(self.clone()))
+    }
+
+    /// Opens a shell in `slot` on `session` with a PTY of `cols`x`rows` and registers it.
     pub async fn open(
         self: &Arc<Self>,
+        slot: Slot,
         session: Session,
         cols: u16,
         rows: u16,
         recorder: impl FnOnce(&str) -> Option<Recorder>,
     ) -> Result<Arc<Shell>, ShellError> {
-        self.check_room()?;
         let channel = session
             .channel_open_session()
             .await
@@ -265,7 +297,7 @@ impl Registry {
         let (read_half, write_half) = channel.split();
         tokio::spawn(read_loop(shell.clone(), read_half));
         tokio::spawn(write_loop(
-            self.clone(),
+            slot,
             shell.clone(),
             write_half,
             input_rx,
@@ -305,26 +337,43 @@ fn new_id() -> String {
 
 /// Channel output → buffer. Before a chunk would push bytes an attached
 /// socket has not read out of the buffer, waits for that socket.
+/// Stops once the shell has ended (closed by the supervisor).
 async fn read_loop(shell: Arc<Shell>, mut read: russh::ChannelReadHalf) {
     let cap = shell.buffer.lock().expect("lock").cap() as u64;
     let mut consumer = shell.consumer();
+    let mut progress = shell.progress();
     let mut code = None;
-    while let Some(msg) = read.wait().await {
+    loop {
+        let msg = tokio::select! {
+            m = read.wait() => m,
+            _ = ended(&mut progress) => return,
+        };
         match msg {
-            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+            Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                 let end_after = shell.progress.borrow().end + data.len() as u64;
-                wait_for_consumer(&mut consumer, end_after, cap).await;
-                shell.push(&data);
+                tokio::select! {
+                    _ = wait_for_consumer(&mut consumer, end_after, cap) => shell.push(&data),
+                    _ = ended(&mut progress) => return,
+                }
             }
-            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-            ChannelMsg::Close => break,
-            _ => {}
+            Some(ChannelMsg::ExitStatus { exit_status }) => code = Some(exit_status),
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
         }
     }
     shell.end(Ended {
         code,
         reason: "exited".into(),
     });
+}
+
+/// Completes once the shell has ended.
+async fn ended(progress: &mut watch::Receiver<Progress>) {
+    loop {
+        if progress.borrow_and_update().ended.is_some() || progress.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn wait_for_consumer(consumer: &mut watch::Receiver<Consumer>, end: u64, cap: u64) {
@@ -341,31 +390,41 @@ async fn wait_for_consumer(consumer: &mut watch::Receiver<Consumer>, end: u64, c
     }
 }
 
+type Write<'a> = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send + 'a>>;
+
 /// Input → channel; closes the shell on idle/grace timeouts or when it ended.
+/// A write waiting for the channel's window is one branch among the others,
+/// so the end of the shell or a timeout is never stuck behind it.
 async fn write_loop(
-    registry: Arc<Registry>,
+    slot: Slot,
     shell: Arc<Shell>,
     write: russh::ChannelWriteHalf<russh::client::Msg>,
     mut input: mpsc::Receiver<Input>,
     session: Session,
 ) {
+    let registry = slot.0.clone();
     let limits = registry.limits();
     let mut progress = shell.progress();
     let mut consumer = shell.consumer();
     let mut last_input = Instant::now();
     let mut detached_at = Some(Instant::now());
     let far = Duration::from_secs(86400 * 365);
+    let mut writing: Option<Write<'_>> = None;
     let reason = loop {
         let idle_at = last_input + limits.idle.unwrap_or(far);
         let grace_at = detached_at.map_or(Instant::now() + far, |t| t + limits.grace);
         tokio::select! {
-            msg = input.recv() => match msg {
+            r = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                writing = None;
+                if r.is_err() { break None; }
+            }
+            msg = input.recv(), if writing.is_none() => match msg {
                 Some(Input::Data(d)) => {
                     last_input = Instant::now();
-                    if write.data_bytes(d).await.is_err() { break None; }
+                    writing = Some(Box::pin(write.data_bytes(d)));
                 }
                 Some(Input::Resize(c, r)) => {
-                    let _ = write.window_change(c.into(), r.into(), 0, 0).await;
+                    writing = Some(Box::pin(write.window_change(c.into(), r.into(), 0, 0)));
                 }
                 Some(Input::Close) => break Some("closed by the user"),
                 None => break None,
@@ -393,12 +452,23 @@ async fn write_loop(
             reason: reason.into(),
         });
     }
-    let _ = write.close().await;
-    let _ = session
-        .disconnect(russh::Disconnect::ByApplication, "shell closed", "en")
-        .await;
+    if reason.is_none() {
+        // The channel failed or ended: let the reader report how, briefly.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ended(&mut progress)).await;
+    }
+    // Ended for the readers too (a no-op when it already was).
+    shell.end(Ended {
+        code: None,
+        reason: "connection to the VM lost".into(),
+    });
+    drop(writing);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write.close()).await;
+    let bye = session.disconnect(russh::Disconnect::ByApplication, "shell closed", "en");
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, bye).await;
+    drop(session);
     linger_until_delivered(&shell, limits.grace).await;
     registry.remove(&shell.id);
+    drop(slot);
     tracing::info!(shell = %shell.id, "shell closed");
 }
 

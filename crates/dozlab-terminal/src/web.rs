@@ -3,13 +3,16 @@
 //! `GET /` shows the terminal page to a logged-in browser and the login page
 //! to anyone else. `POST /login` checks the session password (rate-limited
 //! per client) and sets an HttpOnly, SameSite=Strict cookie. `GET /ws`
-//! checks the Origin (403) and the cookie (401) before upgrading.
+//! checks the Origin (403) and the cookie (401) before upgrading. Every
+//! response forbids framing; HSTS is added only when the page was served over
+//! TLS (a trusted proxy says so, or `--secure-cookie always`).
 
 use crate::auth::{self, Auth, Login};
 use crate::bridge::{self, Frame, Opener, ReadError, Request};
 use crate::protocol::State as LinkState;
+use crate::proxy::TrustedProxies;
 use crate::record::{Header, Recorder};
-use crate::shell::{Registry, Shell};
+use crate::shell::{Registry, Shell, Slot};
 use crate::ssh::SshTarget;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -42,8 +45,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Cookie `Secure` policy.
     pub secure_cookie: SecureCookie,
-    /// Use the first `X-Forwarded-For` address as the client for the rate limit.
-    pub trust_forwarded_for: bool,
+    /// Proxies whose `X-Forwarded-For`/`-Proto` are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Largest WebSocket frame accepted from a client.
     pub max_frame: usize,
     /// Largest upload.
@@ -159,7 +162,12 @@ impl IntoResponse for Refusal {
 }
 
 impl Opener for AppState {
-    async fn open(&self, cols: u16, rows: u16) -> Result<Arc<Shell>, (LinkState, String)> {
+    async fn open(
+        &self,
+        slot: Slot,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Arc<Shell>, (LinkState, String)> {
         let session = self.0.ssh.connect().await.map_err(|e| {
             let state = if e.is_starting() {
                 LinkState::VmStarting
@@ -171,7 +179,9 @@ impl Opener for AppState {
         })?;
         self.0
             .shells
-            .open(session, cols, rows, |id| self.recorder(id, cols, rows))
+            .open(slot, session, cols, rows, |id| {
+                self.recorder(id, cols, rows)
+            })
             .await
             .map_err(|e| (LinkState::Error, crate::error_chain(&e)))
     }
@@ -187,13 +197,37 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/assets/{name}", get(asset))
-        .merge(crate::files::routes(&state))
-        .layer(axum::middleware::map_response(security_headers))
+        .merge(crate::files::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
-async fn security_headers(mut res: Response) -> Response {
+/// HSTS for a year, once the page is known to be served over TLS.
+const HSTS: &str = "max-age=31536000";
+
+async fn security_headers(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>();
+    let tls = match st.0.settings.secure_cookie {
+        SecureCookie::Always => true,
+        _ => peer.is_some_and(|ConnectInfo(p)| {
+            st.0.settings
+                .trusted_proxies
+                .forwarded_https(p.ip(), req.headers())
+        }),
+    };
+    let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if tls {
+        h.insert("strict-transport-security", HeaderValue::from_static(HSTS));
+    }
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -202,7 +236,7 @@ async fn security_headers(mut res: Response) -> Response {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         ),
     );
     res
@@ -244,17 +278,7 @@ struct LoginForm {
 }
 
 fn client_ip(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if st.0.settings.trust_forwarded_for {
-        let first = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = first {
-            return ip;
-        }
-    }
-    peer.ip()
+    st.0.settings.trusted_proxies.client_ip(peer.ip(), headers)
 }
 
 fn secure(st: &AppState, headers: &HeaderMap) -> bool {
@@ -290,8 +314,8 @@ async fn login(
             (StatusCode::UNAUTHORIZED, axum::response::Html(page)).into_response()
         }
         Login::Limited(wait) => {
-            tracing::warn!(client = %ip, "login rate limit hit");
-            let secs = wait.as_secs().max(1);
+            tracing::warn!(client = %ip, "login limited: client must wait");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let msg = format!("Too many wrong passwords. Try again in {secs} s.");
             let page = crate::assets::login_page(Some(&msg));
             (
@@ -380,15 +404,26 @@ async fn ws(
     if let Err(refusal) = st.guard(&headers) {
         return refusal.into_response();
     }
+    let Some(logout) = st
+        .logged_in(&headers)
+        .and_then(|token| st.0.auth.ended_signal(&token))
+    else {
+        return Refusal::NotLoggedIn.into_response();
+    };
     let max = st.0.settings.max_frame;
     let lib_limit = max.saturating_mul(4).max(64 * 1024);
     upgrade
         .max_message_size(lib_limit)
         .max_frame_size(lib_limit)
-        .on_upgrade(move |socket| serve_socket(st, socket, q.request()))
+        .on_upgrade(move |socket| serve_socket(st, socket, q.request(), logout))
 }
 
-async fn serve_socket(st: AppState, socket: WebSocket, req: Request) {
+async fn serve_socket(
+    st: AppState,
+    socket: WebSocket,
+    req: Request,
+    logout: tokio_util::sync::CancellationToken,
+) {
     let (sink, stream) = socket.split();
     let sink = sink.with(|f: Frame| futures::future::ready(Ok::<_, axum::Error>(to_message(f))));
     let stream = stream.map(|m| m.map(from_message).map_err(read_error));
@@ -397,7 +432,8 @@ async fn serve_socket(st: AppState, socket: WebSocket, req: Request) {
         retry: st.0.settings.retry,
     };
     let registry = st.0.shells.clone();
-    bridge::run(Box::pin(sink), Box::pin(stream), registry, &st, req, cfg).await;
+    let (sink, stream) = (Box::pin(sink), Box::pin(stream));
+    bridge::run(sink, stream, registry, &st, req, cfg, logout).await;
 }
 
 fn to_message(f: Frame) -> Message {

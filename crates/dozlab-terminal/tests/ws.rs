@@ -367,3 +367,33 @@ fn numbered_lines(text: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_second_attach_closes_the_first_socket_with_4000() {
+    let sshd = sshd_or_skip!();
+    let (addr, _) = serve(settings(), limits(), target(&sshd)).await;
+    let cookie = login(addr).await;
+    let mut first = Client::open(addr, &cookie).await;
+    first.send("echo fi$((1))rst\r").await;
+    first.read_until("fi1rst").await;
+    let shell = first.shell.clone().unwrap();
+    let mut second = Client::reattach(addr, &cookie, &shell, 0, Vec::new()).await;
+    assert_eq!(first.until_closed().await, 4000, "taken over");
+    second.send("echo sec$((2))ond\r").await;
+    second.read_until("sec2ond").await;
+}
+
+#[tokio::test]
+async fn logout_closes_that_users_sockets_with_4001() {
+    let sshd = sshd_or_skip!();
+    let (addr, _) = serve(settings(), limits(), target(&sshd)).await;
+    let mine = login(addr).await;
+    let other = login(addr).await;
+    let mut a = Client::open(addr, &mine).await;
+    let mut b = Client::open(addr, &other).await;
+    let out = http(addr, "POST", "/logout", &[("Cookie", &mine)], b"").await;
+    assert_eq!(out.status, 303);
+    assert_eq!(a.until_closed().await, 4001, "logged out");
+    b.send("echo st$((1))ill\r").await;
+    b.read_until("st1ill").await;
+}

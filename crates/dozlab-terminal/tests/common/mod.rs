@@ -6,6 +6,7 @@
 pub mod sshd;
 
 use dozlab_terminal::auth::Auth;
+use dozlab_terminal::server::{self, ConnLimits};
 use dozlab_terminal::shell::{Limits, Registry};
 use dozlab_terminal::ssh::SshTarget;
 use dozlab_terminal::web::{self, AppState, SecureCookie, Settings};
@@ -26,7 +27,7 @@ pub fn settings() -> Settings {
     Settings {
         allowed_origins: vec!["https://lab.example.org".into()],
         secure_cookie: SecureCookie::Auto,
-        trust_forwarded_for: false,
+        trusted_proxies: Default::default(),
         max_frame: 64 * 1024,
         max_upload: 16 * 1024 * 1024,
         retry: Duration::from_millis(200),
@@ -55,11 +56,21 @@ pub fn target(sshd: &Sshd) -> SshTarget {
     }
 }
 
-/// Serves `app(state)` on a free loopback port.
+/// Serves `app(state)` on a free loopback port with the default connection limits.
 pub async fn serve(
     settings: Settings,
     limits: Limits,
     target: SshTarget,
+) -> (SocketAddr, AppState) {
+    serve_with(settings, limits, target, ConnLimits::default()).await
+}
+
+/// Serves `app(state)` on a free loopback port (`dozlab_terminal::server`).
+pub async fn serve_with(
+    settings: Settings,
+    limits: Limits,
+    target: SshTarget,
+    conn: ConnLimits,
 ) -> (SocketAddr, AppState) {
     let state = AppState::new(
         settings,
@@ -69,8 +80,8 @@ pub async fn serve(
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = web::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let app = web::app(state.clone());
+    tokio::spawn(server::serve(listener, app, conn, std::future::pending()));
     (addr, state)
 }
 
