@@ -7,6 +7,7 @@
 //! `dozlab up`), plus the exit-code convention of the `dozlab` binary.
 
 pub mod atomic;
+pub mod exe;
 pub mod failure;
 pub mod manifest;
 pub mod netconfig;

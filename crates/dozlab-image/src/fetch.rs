@@ -89,24 +89,16 @@ async fn obtain(
         return Ok(target);
     }
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tmp = dir.join(format!(".{expected}.part-{}", std::process::id()));
-    let result = download(client, &f.url, &tmp).await;
-    let actual = match result {
-        Ok(sum) => sum,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let staged = dozlab_core::atomic::Staged::new(&target).map_err(io_err(&target))?;
+    let actual = download(client, &f.url, staged.path()).await?;
     if actual != expected {
-        let _ = fs::remove_file(&tmp);
         return Err(FetchError::Mismatch {
             url: f.url.clone(),
             expected,
             actual,
         });
     }
-    fs::rename(&tmp, &target).map_err(io_err(&target))?;
+    staged.commit().map_err(io_err(&target))?;
     Ok(target)
 }
 

@@ -2,7 +2,6 @@
 //! commands with their stdout sent to our stderr, and phase progress output.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,20 +56,8 @@ pub fn preflight() -> Result<(), HostError> {
     Ok(())
 }
 
-/// The full path of `program` on PATH (where `Command` will look for it too).
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
+/// The full path of a program on PATH (where `Command` will look for it too).
+pub use dozlab_core::exe::which as find_on_path;
 
 /// True when the effective uid is 0 (read from /proc, no unsafe code).
 pub fn is_root() -> bool {

@@ -1,8 +1,6 @@
 //! Up-front checks: privileges and host tools, each missing tool named with
 //! the Debian package that provides it, before anything is created.
 
-use std::path::{Path, PathBuf};
-
 /// A host program a session needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Tool {
@@ -51,19 +49,8 @@ pub enum CheckError {
     MissingTools { list: String, packages: String },
 }
 
-/// Finds `program` on `PATH` or in the sbin directories (root's tools).
-pub fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+/// Finds a program on `PATH` or in the sbin directories (root's tools).
+pub use dozlab_core::exe::which_or_sbin as find_program;
 
 /// Fails unless running as root, with the command to run instead.
 pub fn require_root() -> Result<(), CheckError> {

@@ -88,20 +88,20 @@ pub fn exists(table: &str) -> bool {
     .is_ok()
 }
 
-/// Reads `net.ipv4.ip_forward`.
-pub fn ip_forward() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1")
-}
+pub use dozlab_net::procfs::{ProcError, ip_forward, set_ip_forward};
 
 /// Marker left by the session that switched forwarding on (it was off).
 const FORWARD_ORIGIN: &str = "/run/dozlab-ip_forward.was-off";
 
 /// Switches forwarding on, remembering that it was off.
-pub fn enable_ip_forward() -> std::io::Result<()> {
-    if ip_forward() {
+pub fn enable_ip_forward() -> Result<(), ProcError> {
+    if ip_forward()? {
         return Ok(());
     }
-    std::fs::write(FORWARD_ORIGIN, "0\n")?;
+    std::fs::write(FORWARD_ORIGIN, "0\n").map_err(|source| ProcError::Write {
+        path: FORWARD_ORIGIN,
+        source,
+    })?;
     set_ip_forward(true)
 }
 
@@ -113,14 +113,6 @@ pub fn forward_was_enabled_by_us() -> bool {
 /// Drops the marker once forwarding is restored.
 pub fn forget_forward_origin() {
     let _ = std::fs::remove_file(FORWARD_ORIGIN);
-}
-
-/// Writes `net.ipv4.ip_forward`.
-pub fn set_ip_forward(on: bool) -> std::io::Result<()> {
-    std::fs::write(
-        "/proc/sys/net/ipv4/ip_forward",
-        if on { "1\n" } else { "0\n" },
-    )
 }
 
 #[cfg(test)]

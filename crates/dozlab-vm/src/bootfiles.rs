@@ -132,9 +132,8 @@ pub fn extract(fs: &Ext4, inner: &str, to: &Path) -> Result<(), BootFilesError> 
         source,
     };
     let mut src = fs.open(inner).map_err(|e| err(io::Error::other(e)))?;
-    let tmp = dozlab_core::atomic::temp_path_for(to);
-    let result = (|| {
-        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+    dozlab_core::atomic::write_atomic_with(to, 0o644, |f| {
+        let mut out = io::BufWriter::new(f);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = src.read(&mut buf)?;
@@ -143,13 +142,9 @@ pub fn extract(fs: &Ext4, inner: &str, to: &Path) -> Result<(), BootFilesError> 
             }
             out.write_all(&buf[..n])?;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, to)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+        out.flush()
+    })
+    .map_err(err)
 }
 
 /// Whether the image runs Docker: `features.docker` of the `manifest.json`

@@ -12,6 +12,7 @@ use crate::bootfiles::{self, BootFilesError};
 use crate::cmdline::{GuestNet, mac_for, same_subnet, valid_mac};
 use crate::qemu::{Accel, Machine};
 use crate::settings::{AccelChoice, DockerCheck, RunSettings, VmmChoice};
+use dozlab_core::exe::which;
 use dozlab_core::netconfig::NetworkConfig;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -411,22 +412,6 @@ fn attempts(a: &RunSettings, host: &Host) -> Result<Attempts, ConfigError> {
         }
     };
     Ok((list, qemu, fc))
-}
-
-/// Resolves a program name on PATH (or checks a path) to an executable file.
-pub fn which(bin: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let exec = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if bin.components().count() > 1 {
-        return exec(bin).then(|| bin.to_path_buf());
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(bin))
-        .find(|p| exec(p))
 }
 
 #[cfg(test)]

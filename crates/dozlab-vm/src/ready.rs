@@ -117,30 +117,48 @@ impl ReadyCheck {
     }
 }
 
+/// `GET path` over `stream` (HTTP/1.0, so no chunked answer), reading at
+/// most 4 KiB of the answer: its status code and body. The one hand-written
+/// HTTP probe (this module's Docker check, `dozlab up`'s terminal and Docker
+/// checks).
+pub async fn http_get<S>(mut stream: S, host: &str, path: &str) -> std::io::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    (&mut stream).take(4096).read_to_end(&mut buf).await?;
+    let reply = String::from_utf8_lossy(&buf);
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            let first = head.lines().next().unwrap_or("");
+            std::io::Error::other(format!("not an HTTP answer: {first:?}"))
+        })?;
+    Ok((status, body.to_string()))
+}
+
 /// `GET /_ping` → `200 OK`.
 pub async fn docker_ping(addr: SocketAddr) -> Result<(), NotReady> {
     let fail = |why: String| NotReady::Docker { addr, why };
     let attempt = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        (&mut s).take(4096).read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+        let s = TcpStream::connect(addr).await?;
+        http_get(s, "docker", "/_ping").await
     };
-    let reply = match timeout(ATTEMPT, attempt).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(fail(e.to_string())),
-        Err(_) => return Err(fail("timed out".into())),
-    };
-    let status_ok = reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200");
-    if status_ok && reply.trim_end().ends_with("OK") {
-        Ok(())
-    } else {
-        Err(fail(format!(
-            "unexpected answer {:?}",
-            reply.lines().next().unwrap_or("")
-        )))
+    match timeout(ATTEMPT, attempt).await {
+        Ok(Ok((200, body))) if body.trim_end() == "OK" => Ok(()),
+        Ok(Ok((status, body))) => Err(fail(format!(
+            "unexpected answer {status} {:?}",
+            body.trim_end()
+        ))),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail("timed out".into())),
     }
 }
 
@@ -157,7 +175,7 @@ mod tests {
             let (mut s, _) = l.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let n = s.read(&mut buf).await.unwrap();
-            assert!(buf[..n].starts_with(b"GET /_ping HTTP/1.1\r\n"));
+            assert!(buf[..n].starts_with(b"GET /_ping HTTP/1.0\r\n"));
             s.write_all(reply).await.unwrap();
         });
         addr

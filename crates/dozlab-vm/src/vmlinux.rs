@@ -49,15 +49,10 @@ pub enum Extracted {
 
 /// Writes the ELF `vmlinux` for `kernel` (a bzImage or already an ELF) to `out`.
 pub fn extract_vmlinux(kernel: &Path, out: &Path) -> Result<Extracted, VmlinuxError> {
-    let tmp = dozlab_core::atomic::temp_path_for(out);
-    let result = extract_to(kernel, &tmp).and_then(|r| {
-        fs::rename(&tmp, out)?;
-        Ok(r)
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let staged = dozlab_core::atomic::Staged::new(out)?;
+    let r = extract_to(kernel, staged.path())?;
+    staged.commit()?;
+    Ok(r)
 }
 
 fn extract_to(kernel: &Path, out: &Path) -> Result<Extracted, VmlinuxError> {
