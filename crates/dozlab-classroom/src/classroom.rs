@@ -56,7 +56,7 @@ pub struct Session {
 pub enum ClassroomError {
     #[error(transparent)]
     Roster(#[from] RosterError),
-    #[error("--{flag}: {source}")]
+    #[error("--{flag}")]
     Flag {
         flag: &'static str,
         #[source]
@@ -292,24 +292,13 @@ fn write_all(opts: &Options, sessions: &[Session]) -> Result<(), ClassroomError>
         move |source| ClassroomError::Write { path, source }
     };
     fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let base = out.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        base.unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = fill(opts, sessions, &tmp)
-        .and_then(|()| sync(&tmp))
-        .and_then(|()| {
-            if out.exists() {
-                fs::remove_dir(out).map_err(io(out))?;
-            }
-            fs::rename(&tmp, out).map_err(io(out))
-        });
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+    let staged = dozlab_core::atomic::Staged::new(out).map_err(io(out))?;
+    fill(opts, sessions, staged.path())?;
+    sync(staged.path())?;
+    if out.exists() {
+        fs::remove_dir(out).map_err(io(out))?;
     }
-    result
+    staged.commit().map_err(io(out))
 }
 
 fn fill(opts: &Options, sessions: &[Session], dir: &Path) -> Result<(), ClassroomError> {

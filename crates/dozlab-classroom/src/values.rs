@@ -21,7 +21,7 @@ pub struct SessionValues {
 /// Why no values file was written.
 #[derive(Debug, thiserror::Error)]
 pub enum ValuesError {
-    #[error("--{flag}: {source}")]
+    #[error("--{flag}")]
     Flag {
         flag: &'static str,
         #[source]
@@ -158,10 +158,15 @@ mod tests {
     fn validation_names_the_flag() {
         let mut v = sv();
         v.id = "My_Session".into();
-        let e = v.validate().unwrap_err().to_string();
+        let e = dozlab_core::error_chain(&v.validate().unwrap_err());
         assert!(
-            e.starts_with("--id:") && e.contains("\"my-session\""),
+            e.starts_with("--id: ") && e.contains("\"my-session\""),
             "{e}"
+        );
+        assert_eq!(
+            e.matches("\"my-session\"").count(),
+            1,
+            "the cause once: {e}"
         );
         let mut v = sv();
         v.image_url = "example.com/x".into();

@@ -102,6 +102,8 @@ fn classroom_render_refuses_bad_flags_and_existing_output() {
     let o = render(dir.path(), "id\nalice\n", &["--cohort", "spring 2024"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--cohort"), "{}", stderr(&o));
+    let cause = "\"spring 2024\" is not a valid Kubernetes label value";
+    assert_eq!(stderr(&o).matches(cause).count(), 1, "{}", stderr(&o));
 
     fs::create_dir(dir.path().join("out")).unwrap();
     fs::write(dir.path().join("out/keep"), "x").unwrap();

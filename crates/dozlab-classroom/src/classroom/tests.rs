@@ -100,8 +100,9 @@ fn refuses_a_non_empty_out_dir_and_bad_flags() {
     assert!(matches!(render(&o2), Err(ClassroomError::ImageUrl(_))));
     o2.image_url = "https://x/y.ext4".into();
     o2.course = Some("k 101".into());
-    let e = render(&o2).unwrap_err();
-    assert!(e.to_string().starts_with("--course:"), "{e}");
+    let e = dozlab_core::error_chain(&render(&o2).unwrap_err());
+    assert!(e.starts_with("--course: course \"k 101\""), "{e}");
+    assert_eq!(e.matches("\"k 101\"").count(), 1, "the cause once: {e}");
     assert!(!o2.out.exists());
 }
 
