@@ -71,7 +71,7 @@ pub struct RunArgs {
     #[arg(long, env = "DOZLAB_ACCEL", value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
     /// QEMU machine type.
-    #[arg(long, env = "DOZLAB_QEMU_MACHINE", value_enum, default_value_t = Machine::Q35)]
+    #[arg(long, env = "DOZLAB_QEMU_MACHINE", value_enum, default_value_t = Machine::Auto)]
     pub machine: Machine,
     /// Network config written by `dozlab network-setup` (read when it exists; flags win).
     #[arg(long, env = "NETWORK_CONFIG", default_value = dozlab_core::netconfig::DEFAULT_PATH)]

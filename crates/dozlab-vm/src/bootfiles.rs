@@ -53,6 +53,66 @@ pub struct ImageBoot {
     pub kernel: String,
     /// `/boot/initrd.img-<ver>`, when present.
     pub initrd: Option<String>,
+    /// `/boot/vmlinux-<ver>`, the ELF kernel for Firecracker, when the image
+    /// ships one (the Dozlab kernel does; Debian's is extracted from the bzImage).
+    pub vmlinux: Option<String>,
+    /// `/boot/config-<ver>`, the kernel's build configuration, when present.
+    pub config: Option<String>,
+}
+
+/// Kernel options a virtio-mmio machine (QEMU `microvm`, Firecracker) needs:
+/// the transport, the root disk and the NIC drivers.
+pub const MMIO_DRIVERS: &[&str] = &[
+    "CONFIG_VIRTIO_MMIO",
+    "CONFIG_VIRTIO_BLK",
+    "CONFIG_VIRTIO_NET",
+];
+
+/// Whether a kernel can boot on a virtio-mmio machine, from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MmioSupport {
+    /// Every driver built in, or a module with an initramfs to load it from; ACPI on.
+    Yes,
+    /// What is missing, e.g. `CONFIG_VIRTIO_MMIO is not set`.
+    No(Vec<String>),
+    /// No config to read (a kernel given with `--kernel` and no `config` beside it).
+    Unknown,
+}
+
+impl MmioSupport {
+    /// Reads a kernel config (`/boot/config-<ver>` text); modules count only
+    /// when the boot has an initramfs.
+    pub fn from_config(config: &str, initramfs: bool) -> Self {
+        let value = |name: &str| {
+            config.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .map(str::to_string)
+            })
+        };
+        let mut missing = Vec::new();
+        for name in MMIO_DRIVERS {
+            match value(name).as_deref() {
+                Some("y") => {}
+                Some("m") if initramfs => {}
+                Some("m") => missing.push(format!("{name}=m but no initramfs loads it")),
+                _ => missing.push(format!("{name} is not set")),
+            }
+        }
+        if value("CONFIG_ACPI").as_deref() != Some("y") {
+            missing.push("CONFIG_ACPI is not set (the devices are described by ACPI)".into());
+        }
+        if missing.is_empty() {
+            MmioSupport::Yes
+        } else {
+            MmioSupport::No(missing)
+        }
+    }
+}
+
+/// Reads a small text file out of the image (`None` when absent or unreadable).
+pub fn read_text(fs: &Ext4, inner: &str) -> Option<String> {
+    fs.read_to_string(inner).ok()
 }
 
 /// Checks the ext4 superblock magic (0xEF53 at byte 1080) without trusting
@@ -107,12 +167,15 @@ pub fn find_boot(fs: &Ext4, image: &Path) -> Result<ImageBoot, BootFilesError> {
     }
     versions.sort_by_key(|v| version_key(v));
     let version = versions.pop().ok_or_else(no_kernel)?;
-    let initrd = format!("/boot/initrd.img-{version}");
-    let initrd = fs.exists(initrd.as_str()).map_err(ext4)?.then_some(initrd);
+    let present = |path: String| -> Result<Option<String>, BootFilesError> {
+        Ok(fs.exists(path.as_str()).map_err(ext4)?.then_some(path))
+    };
     Ok(ImageBoot {
         kernel: format!("/boot/vmlinuz-{version}"),
+        initrd: present(format!("/boot/initrd.img-{version}"))?,
+        vmlinux: present(format!("/boot/vmlinux-{version}"))?,
+        config: present(format!("/boot/config-{version}"))?,
         version,
-        initrd,
     })
 }
 
@@ -191,6 +254,8 @@ pub(crate) mod tests {
         let fs4 = open_image(&img).unwrap();
         let boot = find_boot(&fs4, &img).unwrap();
         assert_eq!(boot.version, "6.1.0-40-cloud-amd64");
+        assert_eq!(boot.vmlinux, None);
+        assert_eq!(boot.config, None);
         assert_eq!(
             boot.initrd.as_deref(),
             Some("/boot/initrd.img-6.1.0-40-cloud-amd64")
@@ -199,6 +264,29 @@ pub(crate) mod tests {
         extract(&fs4, &boot.kernel, &out).unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"kernel");
         assert!(!image_has_docker(&fs4, &img));
+    }
+
+    #[test]
+    fn mmio_support_from_the_kernel_config() {
+        let dozlab =
+            "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\nCONFIG_ACPI=y\n";
+        assert_eq!(MmioSupport::from_config(dozlab, false), MmioSupport::Yes);
+        let debian =
+            "CONFIG_VIRTIO_MMIO=m\nCONFIG_VIRTIO_BLK=m\nCONFIG_VIRTIO_NET=m\nCONFIG_ACPI=y\n";
+        assert_eq!(MmioSupport::from_config(debian, true), MmioSupport::Yes);
+        let MmioSupport::No(why) = MmioSupport::from_config(debian, false) else {
+            panic!("modules without an initramfs cannot load")
+        };
+        assert_eq!(why.len(), 3, "{why:?}");
+        let pci_only =
+            "# CONFIG_VIRTIO_MMIO is not set\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\n";
+        assert_eq!(
+            MmioSupport::from_config(pci_only, true),
+            MmioSupport::No(vec![
+                "CONFIG_VIRTIO_MMIO is not set".into(),
+                "CONFIG_ACPI is not set (the devices are described by ACPI)".into()
+            ])
+        );
     }
 
     #[test]

@@ -55,14 +55,14 @@ pub fn valid_mac(s: &str) -> bool {
 
 /// Builds the kernel command line.
 ///
-/// `firecracker` adds `pci=off` (Firecracker has no PCI bus). `extra` is
-/// appended verbatim (the `--append` flag).
-pub fn kernel_cmdline(net: &GuestNet, firecracker: bool, extra: Option<&str>) -> String {
+/// `mmio` (virtio-mmio machines: Firecracker, QEMU `microvm`) adds `pci=off`:
+/// there is no PCI bus to probe. `extra` is appended verbatim (the `--append` flag).
+pub fn kernel_cmdline(net: &GuestNet, mmio: bool, extra: Option<&str>) -> String {
     let mut parts: Vec<String> = ["console=ttyS0", "reboot=k", "panic=1"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    if firecracker {
+    if mmio {
         parts.push("pci=off".into());
     }
     parts.push("root=/dev/vda".into());

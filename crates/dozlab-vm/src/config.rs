@@ -43,6 +43,8 @@ pub enum ConfigError {
     BootFile { what: &'static str, path: PathBuf },
     #[error("{0}")]
     Vmm(String),
+    #[error("{0}")]
+    Machine(String),
 }
 
 /// Where a kernel or initrd comes from.
@@ -102,7 +104,11 @@ pub struct Plan {
     pub qemu_bin: Option<PathBuf>,
     pub firecracker_bin: Option<PathBuf>,
     pub jailer: Option<Jailer>,
+    /// The QEMU machine, resolved (`auto` → `microvm` or `q35`).
     pub machine: Machine,
+    /// The ELF kernel for Firecracker when one ships beside the kernel
+    /// (the Dozlab kernel's `vmlinux`); otherwise it is extracted from the bzImage.
+    pub vmlinux: Option<BootFile>,
     pub state_dir: PathBuf,
     pub status_listen: Option<SocketAddr>,
     pub ssh_key_out: PathBuf,
@@ -169,6 +175,7 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
     check_rootfs(&a.rootfs)?;
     let fs4 = bootfiles::open_image(&a.rootfs)?;
     let (kernel, initrd) = boot_files(a, &fs4)?;
+    let (machine, vmlinux) = machine_and_vmlinux(a, &fs4, &kernel, initrd.is_some())?;
     let docker = match a.docker_check {
         DockerCheck::On => true,
         DockerCheck::Off => false,
@@ -214,7 +221,8 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
         qemu_bin,
         firecracker_bin,
         jailer,
-        machine: a.machine,
+        machine,
+        vmlinux,
         state_dir: a.state_dir.clone(),
         status_listen: a.status_listen,
         ssh_key_out: a.ssh_key_out.clone(),
@@ -316,6 +324,48 @@ fn check_rootfs(path: &Path) -> Result<(), ConfigError> {
         .open(path)
         .map_err(|e| why(format!("cannot open it read-write ({e})")))?;
     Ok(())
+}
+
+/// What the kernel's config says about virtio-mmio, the machine it boots on
+/// (an explicit `microvm` with a kernel that cannot is refused here), and the
+/// ELF kernel Firecracker can boot as is.
+fn machine_and_vmlinux(
+    a: &RunSettings,
+    fs4: &ext4_view::Ext4,
+    kernel: &BootFile,
+    initramfs: bool,
+) -> Result<(Machine, Option<BootFile>), ConfigError> {
+    let (config, vmlinux) = match kernel {
+        BootFile::Image(_) => {
+            let boot = bootfiles::find_boot(fs4, &a.rootfs)?;
+            let config = boot
+                .config
+                .as_deref()
+                .and_then(|c| bootfiles::read_text(fs4, c));
+            (config, boot.vmlinux.map(BootFile::Image))
+        }
+        BootFile::Host(k) => {
+            let name = k.file_name().unwrap_or_default().to_string_lossy();
+            let mut configs = vec![
+                k.with_file_name("config"),
+                PathBuf::from(format!("{}.config", k.display())),
+            ];
+            if let Some(ver) = name.strip_prefix("vmlinuz-") {
+                configs.push(k.with_file_name(format!("config-{ver}")));
+            }
+            let config = configs
+                .into_iter()
+                .find_map(|p| std::fs::read_to_string(p).ok());
+            let elf = k.with_file_name("vmlinux");
+            let vmlinux = (elf.is_file() && elf != *k).then_some(BootFile::Host(elf));
+            (config, vmlinux)
+        }
+    };
+    let mmio = config.map_or(bootfiles::MmioSupport::Unknown, |c| {
+        bootfiles::MmioSupport::from_config(&c, initramfs)
+    });
+    let machine = a.machine.resolve(&mmio).map_err(ConfigError::Machine)?;
+    Ok((machine, vmlinux))
 }
 
 fn boot_files(

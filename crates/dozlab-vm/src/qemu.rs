@@ -31,10 +31,43 @@ impl Accel {
 /// QEMU machine type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Machine {
+    /// `microvm` when the kernel can boot on virtio-mmio (it boots faster,
+    /// see docs/vm.md), else `q35`.
+    Auto,
     /// PC with PCIe: virtio-pci devices; works with any kernel.
     Q35,
-    /// Minimal virtio-mmio machine described by ACPI (`microvm,acpi=on`).
+    /// Firecracker's device model: virtio-mmio described by ACPI
+    /// (`microvm,acpi=on`), no PCI; the kernel needs virtio_mmio.
     Microvm,
+}
+
+impl Machine {
+    /// `auto`, `q35` or `microvm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Auto => "auto",
+            Machine::Q35 => "q35",
+            Machine::Microvm => "microvm",
+        }
+    }
+
+    /// The machine to boot: `auto` becomes `microvm` when the kernel
+    /// supports virtio-mmio and `q35` otherwise (or when that is unknown);
+    /// an explicit `microvm` with a kernel that cannot boot on it is an error
+    /// naming what the kernel lacks.
+    pub fn resolve(self, mmio: &crate::bootfiles::MmioSupport) -> Result<Machine, String> {
+        use crate::bootfiles::MmioSupport;
+        match (self, mmio) {
+            (Machine::Auto, MmioSupport::Yes) => Ok(Machine::Microvm),
+            (Machine::Auto, _) => Ok(Machine::Q35),
+            (Machine::Microvm, MmioSupport::No(why)) => Err(format!(
+                "--machine microvm: the guest kernel cannot boot on virtio-mmio ({}); \
+                 use --machine q35 (or auto), or an image built with kernel = \"dozlab\"",
+                why.join("; ")
+            )),
+            (m, _) => Ok(m),
+        }
+    }
 }
 
 /// Everything one QEMU boot needs.
@@ -58,9 +91,23 @@ pub struct QemuPlan {
 impl QemuPlan {
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<OsString> {
-        let (machine, blk, net) = match self.machine {
-            Machine::Q35 => ("q35", "virtio-blk-pci", "virtio-net-pci"),
-            Machine::Microvm => ("microvm,acpi=on", "virtio-blk-device", "virtio-net-device"),
+        let (machine, cpu, blk, net, rng) = match self.machine {
+            Machine::Q35 => (
+                "q35",
+                "max",
+                "virtio-blk-pci",
+                "virtio-net-pci",
+                "virtio-rng-pci",
+            ),
+            // microvm: the RTC gives the wall clock at boot; an invariant TSC
+            // is the guest's clocksource (kvm-clock under KVM).
+            Machine::Microvm | Machine::Auto => (
+                "microvm,acpi=on,rtc=on",
+                "max,+invtsc",
+                "virtio-blk-device",
+                "virtio-net-device",
+                "virtio-rng-device",
+            ),
         };
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
@@ -72,7 +119,7 @@ impl QemuPlan {
             "-accel",
             self.accel.as_str(),
         ]);
-        push(&["-cpu", "max", "-m", &self.memory_mib.to_string()]);
+        push(&["-cpu", cpu, "-m", &self.memory_mib.to_string()]);
         push(&["-smp", &self.cpus.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-serial", "stdio", "-no-reboot"]);
@@ -91,6 +138,9 @@ impl QemuPlan {
         let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap);
         push(&["-netdev", &netdev]);
         push(&["-device", &format!("{net},netdev=n0,mac={}", self.mac)]);
+        // Entropy from the host, so the guest's CRNG is ready early.
+        push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
+        push(&["-device", &format!("{rng},rng=rng0")]);
         let mut qmp = OsString::from("unix:");
         qmp.push(&self.qmp_socket);
         qmp.push(",server=on,wait=off");
@@ -207,6 +257,7 @@ mod tests {
              -drive file=/srv/a,,b.ext4,format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 \
              -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
              -device virtio-net-pci,netdev=n0,mac=06:00:ac:10:00:02 \
+             -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 \
              -qmp unix:/state/qmp.sock,server=on,wait=off"
         );
     }
@@ -218,10 +269,39 @@ mod tests {
         p.accel = Accel::Kvm;
         p.initrd = None;
         let s = joined(&p);
-        assert!(s.contains("-M microvm,acpi=on -accel kvm"), "{s}");
+        assert!(
+            s.contains("-M microvm,acpi=on,rtc=on -accel kvm -cpu max,+invtsc"),
+            "{s}"
+        );
+        assert!(s.contains("-device virtio-rng-device,rng=rng0"), "{s}");
         assert!(s.contains("-device virtio-blk-device,drive=d0"), "{s}");
         assert!(s.contains("-device virtio-net-device,netdev=n0"), "{s}");
         assert!(!s.contains("-initrd"));
+    }
+
+    #[test]
+    fn auto_picks_microvm_only_for_kernels_that_boot_on_it() {
+        use crate::bootfiles::MmioSupport;
+        let no = MmioSupport::No(vec!["CONFIG_VIRTIO_MMIO is not set".into()]);
+        assert_eq!(
+            Machine::Auto.resolve(&MmioSupport::Yes),
+            Ok(Machine::Microvm)
+        );
+        assert_eq!(Machine::Auto.resolve(&no), Ok(Machine::Q35));
+        assert_eq!(
+            Machine::Auto.resolve(&MmioSupport::Unknown),
+            Ok(Machine::Q35)
+        );
+        assert_eq!(Machine::Q35.resolve(&no), Ok(Machine::Q35));
+        assert_eq!(
+            Machine::Microvm.resolve(&MmioSupport::Unknown),
+            Ok(Machine::Microvm)
+        );
+        let e = Machine::Microvm.resolve(&no).unwrap_err();
+        assert!(
+            e.contains("CONFIG_VIRTIO_MMIO is not set") && e.contains("--machine q35"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -123,7 +123,7 @@ impl RunSettings {
             session_id: SESSION_ID.into(),
             vmm: VmmChoice::Auto,
             accel: AccelChoice::Auto,
-            machine: Machine::Q35,
+            machine: Machine::Auto,
             network_config: dozlab_core::netconfig::DEFAULT_PATH.into(),
             state_dir: STATE_DIR.into(),
             status_listen: None,

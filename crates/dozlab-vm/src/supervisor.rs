@@ -12,13 +12,13 @@
 
 use crate::config::{self, Attempt, BootFile, Host, Plan, Vmm};
 use crate::console::Tail;
-use crate::firecracker::FcPlan;
 use crate::identity::Identity;
-use crate::qemu::{Accel, Machine, QemuPlan};
+use crate::qemu::Accel;
 use crate::ready::{DOCKER_PORT, ReadyCheck};
 use crate::settings::RunSettings;
 use crate::vmm::{self, Launch, Running};
-use crate::{bootfiles, cmdline, inject, statusd, vmlinux};
+use crate::vmspec::{Bus, FcTarget, QemuTarget, SpecInputs, VmSpec};
+use crate::{bootfiles, inject, statusd, vmlinux};
 use anyhow::Context as _;
 use dozlab_core::failure::{CmdResult, Failure};
 use dozlab_core::vmstatus::{Phase, VmStatus};
@@ -192,7 +192,7 @@ impl Supervisor {
         let n = self.launches.len();
         for (i, (attempt, launch)) in self.launches.iter().enumerate() {
             let more = i + 1 < n;
-            announce(*attempt, i > 0);
+            announce(*attempt, launch, i > 0);
             self.set(|s| {
                 s.phase = Phase::Booting;
                 s.vmm = attempt.vmm.as_str().into();
@@ -403,7 +403,7 @@ fn loud(msg: &str) {
     eprintln!("==> dozlab vm: {msg}");
 }
 
-fn announce(a: Attempt, fallback: bool) {
+fn announce(a: Attempt, launch: &Launch, fallback: bool) {
     let how = match (a.vmm, a.accel) {
         (Vmm::Firecracker, _) => "Firecracker with KVM",
         (Vmm::Qemu, Accel::Kvm) => "QEMU with KVM (hardware virtualisation)",
@@ -414,7 +414,11 @@ fn announce(a: Attempt, fallback: bool) {
     } else {
         "booting with"
     };
-    loud(&format!("{again} {how}"));
+    let machine = match launch {
+        Launch::Qemu(q) => format!(" on the {} machine", q.machine.as_str()),
+        Launch::Firecracker(_) => String::new(),
+    };
+    loud(&format!("{again} {how}{machine}"));
 }
 
 /// Host paths of the kernel and initrd, extracting them from the image when needed.
@@ -446,60 +450,71 @@ fn boot_files(plan: &Plan) -> Result<(PathBuf, Option<PathBuf>), Failure> {
     Ok((kernel, initrd))
 }
 
-/// The guest kernel cannot calibrate its clock on a TCG `microvm` (no PIT,
-/// HPET or PM timer; seen hanging here), so TCG attempts always use q35.
-fn machine_for(asked: Machine, accel: Accel) -> Machine {
-    if asked == Machine::Microvm && accel == Accel::Tcg {
-        tracing::warn!("--machine microvm does not boot under TCG; using q35 for the TCG attempt");
-        return Machine::Q35;
-    }
-    asked
-}
-
 fn launches(
     plan: &Plan,
     kernel: &Path,
     initrd: Option<&Path>,
 ) -> Result<Vec<(Attempt, Launch)>, Failure> {
+    let inputs = |bus| {
+        VmSpec::new(
+            SpecInputs {
+                kernel: kernel.to_path_buf(),
+                initrd: initrd.map(Path::to_path_buf),
+                rootfs: plan.rootfs.clone(),
+                net: &plan.net,
+                tap: plan.tap.clone(),
+                cpus: plan.cpus,
+                memory_mib: plan.memory_mib,
+                append: plan.append.as_deref(),
+            },
+            bus,
+        )
+    };
     let mut out = Vec::new();
     for a in &plan.attempts {
         let launch = match a.vmm {
-            Vmm::Qemu => Launch::Qemu(QemuPlan {
-                bin: plan.qemu_bin.clone().expect("checked in config"),
-                name: format!("dozlab-{}", plan.session_id),
-                machine: machine_for(plan.machine, a.accel),
-                accel: a.accel,
-                cpus: plan.cpus,
-                memory_mib: plan.memory_mib,
-                kernel: kernel.to_path_buf(),
-                initrd: initrd.map(Path::to_path_buf),
-                cmdline: cmdline::kernel_cmdline(&plan.net, false, plan.append.as_deref()),
-                rootfs: plan.rootfs.clone(),
-                tap: plan.tap.clone(),
-                mac: plan.net.mac.clone(),
-                qmp_socket: plan.state_dir.join("qmp.sock"),
-            }),
+            Vmm::Qemu => Launch::Qemu(inputs(Bus::of(plan.machine)).qemu(
+                QemuTarget {
+                    bin: plan.qemu_bin.clone().expect("checked in config"),
+                    name: format!("dozlab-{}", plan.session_id),
+                    machine: plan.machine,
+                    accel: a.accel,
+                    qmp_socket: plan.state_dir.join("qmp.sock"),
+                },
+                None,
+            )),
             Vmm::Firecracker => {
-                let elf = plan.state_dir.join("vmlinux");
-                vmlinux::extract_vmlinux(kernel, &elf)
-                    .context("cannot make a vmlinux for Firecracker")?;
-                Launch::Firecracker(FcPlan {
-                    bin: plan.firecracker_bin.clone().expect("checked in config"),
-                    jailer: plan.jailer.clone(),
-                    session_id: plan.session_id.clone(),
-                    api_socket: plan.state_dir.join("firecracker.sock"),
-                    vmlinux: elf,
-                    initrd: initrd.map(Path::to_path_buf),
-                    cmdline: cmdline::kernel_cmdline(&plan.net, true, plan.append.as_deref()),
-                    rootfs: plan.rootfs.clone(),
-                    cpus: plan.cpus,
-                    memory_mib: plan.memory_mib,
-                    tap: plan.tap.clone(),
-                    mac: plan.net.mac.clone(),
-                })
+                let elf = firecracker_kernel(plan, kernel)?;
+                Launch::Firecracker(inputs(Bus::Mmio).firecracker(
+                    FcTarget {
+                        bin: plan.firecracker_bin.clone().expect("checked in config"),
+                        jailer: plan.jailer.clone(),
+                        session_id: plan.session_id.clone(),
+                        api_socket: plan.state_dir.join("firecracker.sock"),
+                    },
+                    elf,
+                ))
             }
         };
         out.push((*a, launch));
     }
     Ok(out)
+}
+
+/// The ELF kernel for Firecracker: the one shipped beside the kernel (image
+/// `/boot/vmlinux-<ver>` or a host `vmlinux`), else extracted from the bzImage.
+fn firecracker_kernel(plan: &Plan, kernel: &Path) -> Result<PathBuf, Failure> {
+    let elf = plan.state_dir.join("vmlinux");
+    match &plan.vmlinux {
+        Some(BootFile::Host(p)) => return Ok(p.clone()),
+        Some(BootFile::Image(inner)) => {
+            let fs4 = bootfiles::open_image(&plan.rootfs).map_err(Failure::usage)?;
+            bootfiles::extract(&fs4, inner, &elf).map_err(anyhow::Error::from)?;
+        }
+        None => {
+            vmlinux::extract_vmlinux(kernel, &elf)
+                .context("cannot make a vmlinux for Firecracker")?;
+        }
+    }
+    Ok(elf)
 }

@@ -120,6 +120,74 @@ fn vm_run_refuses_bad_input_before_starting_anything() {
     }
 }
 
+/// `--machine microvm` with a kernel whose config lacks virtio-mmio fails at
+/// once with the reason (not a guest that never finds its disk, then a boot
+/// timeout); `--machine auto` takes q35 for it and goes on to the next check.
+#[test]
+fn vm_run_refuses_microvm_for_a_kernel_without_virtio_mmio() {
+    let t = tempfile::tempdir().unwrap();
+    let img = small_image(t.path());
+    let tree = t.path().join("tree");
+    std::fs::write(
+        tree.join("boot/config-6.1.0-1-amd64"),
+        "CONFIG_ACPI=y\n# CONFIG_VIRTIO_MMIO is not set\nCONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\n",
+    )
+    .unwrap();
+    std::fs::remove_file(&img).unwrap();
+    sh(&[
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-d",
+        tree.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "8M",
+    ]);
+    let img = img.to_str().unwrap();
+    // Refused while planning (no state dir, no key, no VMM), not after a boot timeout.
+    let out = vm_run(
+        t.path(),
+        &[
+            "--rootfs",
+            img,
+            "--machine",
+            "microvm",
+            "--vmm",
+            "qemu",
+            "--accel",
+            "tcg",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--machine microvm: the guest kernel cannot boot on virtio-mmio (CONFIG_VIRTIO_MMIO is not set)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!t.path().join("state").exists() && !t.path().join("shared").exists());
+    let out = vm_run(
+        t.path(),
+        &[
+            "--rootfs",
+            img,
+            "--machine",
+            "auto",
+            "--vmm",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--tap",
+            "dz-no-such-tap",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `dozlab network-setup` first"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn vm_status_exits_zero_only_when_ready() {
     let t = tempfile::tempdir().unwrap();
@@ -194,6 +262,8 @@ fn vmlinux_from_the_real_debian_kernel_is_an_x86_64_elf() {
 mod common;
 #[path = "vm/e2e.rs"]
 mod e2e;
+#[path = "vm/microvm.rs"]
+mod microvm;
 
 /// A stand-in `qemu-system-x86_64`: under KVM it "resets" at once like a
 /// stock kernel on these machines; under TCG it prints a kernel banner and a

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const POD_IP: &str = "10.203.0.2";
-const PEER_IP: &str = "10.203.0.1";
-const VM_IP: &str = "172.16.0.2";
+pub(super) const POD_IP: &str = "10.203.0.2";
+pub(super) const PEER_IP: &str = "10.203.0.1";
+pub(super) const VM_IP: &str = "172.16.0.2";
 
 /// Pod and peer namespaces, plus processes started in them; all removed on drop.
-struct Pod {
-    net: PodNet,
+pub(super) struct Pod {
+    pub(super) net: PodNet,
     dir: tempfile::TempDir,
-    children: Vec<Child>,
+    pub(super) children: Vec<Child>,
 }
 
 impl Drop for Pod {
@@ -34,7 +34,7 @@ impl Drop for Pod {
 }
 
 impl Pod {
-    fn new() -> Pod {
+    pub(super) fn new() -> Pod {
         let id = format!("dzvm-{}", std::process::id());
         Pod {
             net: PodNet::new(&id, POD_IP, PEER_IP),
@@ -43,12 +43,12 @@ impl Pod {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `ip netns exec NS ARGS`.
-    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+    pub(super) fn exec(&self, ns: &str, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", ns])
             .args(args)
@@ -57,7 +57,7 @@ impl Pod {
     }
 
     /// Starts a long-running process in NS in its own process group.
-    fn spawn(&mut self, ns: &str, args: &[&str], log: &str) -> u32 {
+    pub(super) fn spawn(&mut self, ns: &str, args: &[&str], log: &str) -> u32 {
         let out = std::fs::File::create(self.path(log)).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -73,7 +73,7 @@ impl Pod {
         pid
     }
 
-    fn ssh(&self, ns: &str, target: &str, known_hosts: &Path, cmd: &str) -> Output {
+    pub(super) fn ssh(&self, ns: &str, target: &str, known_hosts: &Path, cmd: &str) -> Output {
         let key = self.path("shared/vm-ssh-key");
         let kh = format!("UserKnownHostsFile={}", known_hosts.display());
         self.exec(
@@ -98,7 +98,7 @@ impl Pod {
         )
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(super) fn log(&self, name: &str) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.path(name)) {
             let _ = f.read_to_string(&mut s);
@@ -107,7 +107,7 @@ impl Pod {
     }
 }
 
-fn status_of(state: &Path) -> Output {
+pub(super) fn status_of(state: &Path) -> Output {
     Command::new(BIN)
         .args(["vm", "status", "--state-dir"])
         .arg(state)
@@ -115,14 +115,15 @@ fn status_of(state: &Path) -> Output {
         .unwrap()
 }
 
-/// Waits (bounded) until the supervisor reports ready or exits.
-fn wait_ready(pod: &mut Pod, state: &Path) {
+/// Waits (bounded) until the supervisor (the last child) reports ready or exits.
+pub(super) fn wait_ready(pod: &mut Pod, state: &Path) {
     let limit = Instant::now() + Duration::from_secs(600);
     loop {
         if status_of(state).status.success() {
             return;
         }
-        let exited = pod.children[1].try_wait().unwrap();
+        // The supervisor is the last process the test started.
+        let exited = pod.children.last_mut().unwrap().try_wait().unwrap();
         assert!(
             exited.is_none() && Instant::now() < limit,
             "vm run did not get ready ({exited:?}):\n{}",
