@@ -1,0 +1,3 @@
+#!/bin/bash
+# Start from a clean home: no greeting yet.
+rm -f ~/greeting.txt

@@ -1,0 +1,2 @@
+#!/bin/bash
+grep -qx 'pages: 3' ~/report.txt

@@ -1,0 +1,2 @@
+#!/bin/bash
+grep -qx 'title=Toolbox' /srv/site/site.conf

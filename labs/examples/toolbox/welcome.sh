@@ -1,0 +1,1 @@
+echo "Welcome: the toolbox is ready in /usr/local/bin"
