@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// Open connections at most, WebSockets included; further ones wait.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+    /// The lab panel (--lab-dir, --lab-state).
+    #[command(flatten)]
+    pub lab: crate::lab::LabArgs,
     /// Removed: use --trusted-proxy CIDR.
     #[arg(long, hide = true)]
     pub trust_forwarded_for: bool,
@@ -252,6 +255,7 @@ fn conn_limits(args: &ServeArgs) -> ConnLimits {
 
 fn serve(args: ServeArgs) -> CmdResult {
     let state = state_from_args(&args)?;
+    let lab = args.lab.open(&args.session_id).map_err(Failure::usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -273,7 +277,13 @@ fn serve(args: ServeArgs) -> CmdResult {
             tracing::info!("shutting down: closing shells");
             shells.close_all();
         };
-        crate::server::serve(listener, web::app(state), conn_limits(&args), shutdown).await;
+        crate::server::serve(
+            listener,
+            web::app_with_lab(state, lab),
+            conn_limits(&args),
+            shutdown,
+        )
+        .await;
         tracing::info!("web terminal stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -24,5 +24,6 @@ pub mod web;
 
 mod assets;
 pub mod files;
+pub mod lab;
 
 pub use dozlab_core::error_chain;

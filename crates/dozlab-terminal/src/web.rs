@@ -189,7 +189,16 @@ impl Opener for AppState {
 
 /// The router; tests drive it directly.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    app_with_lab(state, None)
+}
+
+/// The router with the lab panel's routes when a lab is served.
+pub fn app_with_lab(state: AppState, lab: Option<Arc<crate::lab::LabPanel>>) -> Router {
+    let router = match lab {
+        Some(lab) => Router::new().merge(crate::lab::routes(lab)),
+        None => Router::new(),
+    };
+    router
         .route("/", get(index))
         .route("/login", post(login))
         .route("/logout", post(logout))

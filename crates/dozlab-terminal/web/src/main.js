@@ -6,6 +6,7 @@ import { WebLinksAddon } from '@xterm/addon-web-links';
 import { SearchAddon } from '@xterm/addon-search';
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
+import { mountLab } from './lab.js';
 
 const MAX_SEND = 16 * 1024; // below the server's --max-frame-bytes default
 const STORE = 'dozlab-terminal-shells';
@@ -274,4 +275,7 @@ class App {
   }
 }
 
-window.addEventListener('DOMContentLoaded', () => { window.dozlab = new App(); });
+window.addEventListener('DOMContentLoaded', () => {
+  window.dozlab = new App();
+  mountLab(window.dozlab).then((lab) => { window.dozlab.lab = lab; });
+});

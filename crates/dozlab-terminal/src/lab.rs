@@ -1,0 +1,451 @@
+//! The lab panel's server side: the loaded lab (`--lab-dir`), the learner's
+//! progress kept beside the session (a JSON file in `--lab-state`, written
+//! atomically), the `/api/lab` routes (view + progress, "Check" over SSH,
+//! moving between pages), the per-page check counters and the lab files the
+//! pages show.
+//!
+//! Every route requires the session cookie and refuses a foreign Origin
+//! ([`AppState::guard`]). Only files the rendered pages reference are
+//! published under [`FILES_PREFIX`]; scripts (verify, solutions) never are
+//! unless a page links them, and then only as downloads.
+
+use crate::web::AppState;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use dozlab_lab::runner::{self, CheckResult};
+use dozlab_lab::{Lab, LabView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// URL prefix the lab's files (images, linked files) are served under.
+pub const FILES_PREFIX: &str = "/lab/files/";
+
+/// Why the lab panel cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The lab does not load (see `dozlab lab validate`).
+    #[error("the lab in {dir} does not load (run `dozlab lab validate {dir}` for details)")]
+    Load {
+        /// The lab directory.
+        dir: String,
+        /// The cause.
+        #[source]
+        source: dozlab_lab::LoadError,
+    },
+    /// A page of the lab cannot be rendered.
+    #[error("the lab in {dir} cannot be rendered")]
+    View {
+        /// The lab directory.
+        dir: String,
+        /// The cause.
+        #[source]
+        source: dozlab_lab::view::ViewError,
+    },
+    /// The progress file cannot be read or written.
+    #[error("cannot use the lab progress file {path} (choose another --lab-state directory)")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The learner's progress, as stored and as `GET /api/lab` returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Index (in `lab.pages`) of the page shown.
+    pub current: usize,
+    /// Pages whose check passed.
+    pub passed: BTreeSet<usize>,
+    /// Pages whose foreground script was already typed into the terminal.
+    #[serde(default)]
+    pub started: BTreeSet<usize>,
+}
+
+/// The loaded lab, its rendering and the learner's progress.
+#[derive(Debug)]
+pub struct LabPanel {
+    lab: Lab,
+    view: LabView,
+    store: PathBuf,
+    progress: Mutex<Progress>,
+    /// (page label, result) → count.
+    counters: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl LabPanel {
+    /// Loads the lab in `dir` and the progress saved for `session` in `state_dir`.
+    pub fn open(dir: &Path, state_dir: &Path, session: &str) -> Result<LabPanel, LabError> {
+        let shown = dir.display().to_string();
+        let lab = dozlab_lab::load(dir).map_err(|source| LabError::Load {
+            dir: shown.clone(),
+            source,
+        })?;
+        let view = LabView::build(&lab, FILES_PREFIX)
+            .map_err(|source| LabError::View { dir: shown, source })?;
+        let store = state_dir.join(format!("lab-progress-{}.json", file_safe(session)));
+        let state_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LabError::State { path, source }
+        };
+        std::fs::create_dir_all(state_dir).map_err(state_err(&store))?;
+        let mut progress = match std::fs::read(&store) {
+            Ok(bytes) => serde_json::from_slice::<Progress>(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("ignoring unreadable lab progress {}: {e}", store.display());
+                Progress::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Progress::default(),
+            Err(e) => return Err(state_err(&store)(e)),
+        };
+        let n = view.pages.len();
+        progress.current = progress.current.min(n.saturating_sub(1));
+        progress.passed.retain(|p| *p < n);
+        progress.started.retain(|p| *p < n);
+        let panel = LabPanel {
+            lab,
+            view,
+            store,
+            progress: Mutex::new(progress),
+            counters: Mutex::new(BTreeMap::new()),
+        };
+        // Proves the state directory is writable now rather than at the first check.
+        let p = panel.progress();
+        panel.save(&p).map_err(state_err(&panel.store))?;
+        Ok(panel)
+    }
+
+    /// The progress now.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().expect("lock").clone()
+    }
+
+    /// Where the progress is kept.
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    fn save(&self, p: &Progress) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?;
+        dozlab_core::atomic::write_atomic(&self.store, &json, 0o600)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) -> Progress {
+        let mut guard = self.progress.lock().expect("lock");
+        f(&mut guard);
+        let p = guard.clone();
+        if let Err(e) = self.save(&p) {
+            tracing::error!("cannot save the lab progress {}: {e}", self.store.display());
+        }
+        p
+    }
+
+    /// The first page that cannot be shown yet: every page before it has no
+    /// check or passed it.
+    fn unlocked(&self, p: &Progress) -> usize {
+        let pages = &self.view.pages;
+        pages
+            .iter()
+            .enumerate()
+            .position(|(i, v)| v.has_verify && !p.passed.contains(&i))
+            .map_or(pages.len(), |i| i + 1)
+    }
+
+    fn state(&self, p: Progress) -> ProgressView {
+        ProgressView {
+            unlocked: self.unlocked(&p),
+            progress: p,
+        }
+    }
+
+    fn count(&self, page: usize, result: &'static str) {
+        let label = self.view.pages[page].id.to_string();
+        *self
+            .counters
+            .lock()
+            .expect("lock")
+            .entry((label, result))
+            .or_default() += 1;
+    }
+
+    /// The counters in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP dozlab_lab_checks_total Lab checks run from the terminal page, by page and result.\n# TYPE dozlab_lab_checks_total counter\n",
+        );
+        let counters = self.counters.lock().expect("lock");
+        for page in &self.view.pages {
+            if !page.has_verify {
+                continue;
+            }
+            let label = page.id.to_string();
+            for result in ["passed", "failed", "timed_out", "error"] {
+                let n = counters.get(&(label.clone(), result)).copied().unwrap_or(0);
+                out.push_str(&format!(
+                    "dozlab_lab_checks_total{{page=\"{label}\",result=\"{result}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The progress as the page gets it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    /// What is stored.
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Pages `0..unlocked` may be shown ("Next" beyond is locked until the check passes).
+    pub unlocked: usize,
+}
+
+/// `GET /api/lab`.
+#[derive(Debug, Serialize)]
+struct LabResponse<'a> {
+    lab: &'a LabView,
+    progress: ProgressView,
+}
+
+/// Body of `POST /api/lab/check` and `POST /api/lab/goto`.
+#[derive(Debug, Deserialize)]
+struct PageRequest {
+    page: usize,
+}
+
+/// `POST /api/lab/check`.
+#[derive(Debug, Serialize)]
+struct CheckResponse {
+    page: usize,
+    result: CheckResult,
+    progress: ProgressView,
+}
+
+/// The lab routes; `web::app_with_lab` mounts them.
+pub fn routes(panel: Arc<LabPanel>) -> Router<AppState> {
+    Router::new()
+        .route("/api/lab", get(show))
+        .route("/api/lab/check", post(check))
+        .route("/api/lab/goto", post(goto))
+        .route("/api/lab/metrics", get(metrics))
+        .route("/lab/files/{*path}", get(file))
+        .layer(Extension(panel))
+}
+
+fn refuse(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+    st.guard(headers).err().map(IntoResponse::into_response)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn show(
+    State(st): State<AppState>,
+    Extension(panel): Extension<Arc<LabPanel>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let body = LabResponse {
+        lab: &panel.view,
+        progress: panel.state(panel.progress()),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn goto(
+    State(st): State<AppState>,
+    Extension(panel): Extension<Arc<LabPanel>>,
+    headers: HeaderMap,
+    Json(req): Json<PageRequest>,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let n = panel.view.pages.len();
+    if req.page >= n {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no page {} (the lab has {n})", req.page),
+        );
+    }
+    if req.page >= panel.unlocked(&panel.progress()) {
+        return error(
+            StatusCode::CONFLICT,
+            "this page is locked: pass the check of the page before it first",
+        );
+    }
+    let p = panel.update(|p| {
+        p.current = req.page;
+        p.started.insert(req.page);
+    });
+    Json(panel.state(p)).into_response()
+}
+
+async fn check(
+    State(st): State<AppState>,
+    Extension(panel): Extension<Arc<LabPanel>>,
+    headers: HeaderMap,
+    Json(req): Json<PageRequest>,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let Some(view) = panel.view.pages.get(req.page) else {
+        return error(StatusCode::NOT_FOUND, format!("no page {}", req.page));
+    };
+    if req.page >= panel.unlocked(&panel.progress()) {
+        return error(StatusCode::CONFLICT, "this page is locked");
+    }
+    let Some(page) = panel.lab.page(view.id) else {
+        return error(StatusCode::NOT_FOUND, format!("no page {}", req.page));
+    };
+    if page.verify.is_none() {
+        return error(StatusCode::BAD_REQUEST, format!("{} has no check", view.id));
+    }
+    let vm = match dozlab_lab::remote::Vm::connect(&st.0.ssh).await {
+        Ok(vm) => vm,
+        Err(e) => {
+            panel.count(req.page, "error");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot reach the VM: {}", crate::error_chain(&e)),
+            );
+        }
+    };
+    let result = match runner::check(&vm, &panel.lab, page).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return error(StatusCode::BAD_REQUEST, "this page has no check"),
+        Err(e) => {
+            panel.count(req.page, "error");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the check could not run: {}", crate::error_chain(&e)),
+            );
+        }
+    };
+    let label = if result.passed {
+        "passed"
+    } else if result.timed_out {
+        "timed_out"
+    } else {
+        "failed"
+    };
+    panel.count(req.page, label);
+    tracing::info!(page = %view.id, result = label, seconds = result.seconds, "lab check");
+    let p = if result.passed {
+        panel.update(|p| {
+            p.passed.insert(req.page);
+        })
+    } else {
+        panel.progress()
+    };
+    Json(CheckResponse {
+        page: req.page,
+        result,
+        progress: panel.state(p),
+    })
+    .into_response()
+}
+
+async fn metrics(
+    State(st): State<AppState>,
+    Extension(panel): Extension<Arc<LabPanel>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        panel.metrics(),
+    )
+        .into_response()
+}
+
+/// Images are shown inline; anything else the pages link is a download, and
+/// `nosniff` (set for every response) keeps it from running as a script.
+fn content_type(path: &str) -> Option<&'static str> {
+    let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        _ => return None,
+    })
+}
+
+async fn file(
+    State(st): State<AppState>,
+    Extension(panel): Extension<Arc<LabPanel>>,
+    headers: HeaderMap,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    if !panel.view.files.iter().any(|f| *f == path) {
+        return error(StatusCode::NOT_FOUND, "no such lab file");
+    }
+    let bytes = match tokio::fs::read(panel.lab.path(&path)).await {
+        Ok(b) => b,
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such lab file"),
+    };
+    match content_type(&path) {
+        Some(mime) => ([(header::CONTENT_TYPE, mime)], bytes).into_response(),
+        None => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment"),
+            ],
+            bytes,
+        )
+            .into_response(),
+    }
+}
+
+/// Flags of the lab panel (part of `dozlab terminal`'s).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// Serve this lab (a Killercoda-format directory with index.json) in a panel beside the terminal.
+    #[arg(long, env = "LAB_DIR")]
+    pub lab_dir: Option<PathBuf>,
+    /// Directory holding the learner's lab progress (lab-progress-SESSION.json).
+    #[arg(long, env = "LAB_STATE_DIR", default_value = "/shared/lab-state")]
+    pub lab_state: PathBuf,
+}
+
+impl LabArgs {
+    /// The panel, when `--lab-dir` is given.
+    pub fn open(&self, session: &str) -> Result<Option<Arc<LabPanel>>, LabError> {
+        self.lab_dir
+            .as_deref()
+            .map(|dir| LabPanel::open(dir, &self.lab_state, session).map(Arc::new))
+            .transpose()
+    }
+}
