@@ -41,6 +41,8 @@ enum Command {
     Ls(dozlab_up::cli::LsArgs),
     /// Show a local session's logs.
     Logs(dozlab_up::cli::LogsArgs),
+    /// Labs in the Killercoda scenario format: validate, test headless.
+    Lab(dozlab_lab::cli::LabArgs),
 }
 
 fn dispatch(command: Command) -> CmdResult {
@@ -56,6 +58,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Down(a) => dozlab_up::cli::run_down(a),
         Command::Ls(a) => dozlab_up::cli::run_ls(a),
         Command::Logs(a) => dozlab_up::cli::run_logs(a),
+        Command::Lab(a) => dozlab_lab::cli::run(a),
     }
 }
 
