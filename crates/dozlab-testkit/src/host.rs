@@ -30,6 +30,50 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// A copy of the executable `bin` that every user may run, in a fresh 0755
+/// directory under `/tmp` (removed when the guard drops): a test can run it
+/// as `nobody` wherever the checkout lives (a clone under a private `/root`
+/// is not reachable by other users).
+pub fn world_executable_copy(bin: &Path) -> std::io::Result<WorldCopy> {
+    let dir = std::env::temp_dir().join(format!(
+        "dozlab-exec-{}-{}",
+        std::process::id(),
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir)?;
+    let name = bin.file_name().unwrap_or(std::ffi::OsStr::new("bin"));
+    let guard = WorldCopy {
+        bin: dir.join(name),
+        dir,
+    };
+    std::fs::set_permissions(&guard.dir, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::copy(bin, &guard.bin)?;
+    std::fs::set_permissions(&guard.bin, std::fs::Permissions::from_mode(0o755))?;
+    Ok(guard)
+}
+
+static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The directory of a [`world_executable_copy`], removed on drop.
+#[derive(Debug)]
+pub struct WorldCopy {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl WorldCopy {
+    /// The copied executable.
+    pub fn path(&self) -> &Path {
+        &self.bin
+    }
+}
+
+impl Drop for WorldCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -43,6 +87,21 @@ mod tests {
         let s = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
         assert_eq!(effective_uid(s), Some(0));
         assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_world_executable_copy_is_runnable_and_removed() {
+        let copy = world_executable_copy(Path::new("/bin/true")).unwrap();
+        let bin = copy.path().to_path_buf();
+        assert_eq!(bin.file_name().unwrap(), "true");
+        let mode = std::fs::metadata(bin.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(std::process::Command::new(&bin).status().unwrap().success());
+        drop(copy);
+        assert!(!bin.exists());
     }
 
     #[test]

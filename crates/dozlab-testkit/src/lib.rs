@@ -22,7 +22,7 @@
 mod host;
 mod skip;
 
-pub use host::{is_root, which};
+pub use host::{WorldCopy, is_root, which, world_executable_copy};
 pub use skip::{ALLOWED, LOG_ENV, Policy, STRICT_ENV, Skip, current_test, skip_now};
 
 /// `true` when `present` holds; otherwise records a skip of the running test
