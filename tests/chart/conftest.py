@@ -23,7 +23,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "dozlab-session"
 FLUXCD = ROOT / "fluxcd"
 IMAGES = ROOT / "images"
-GUIDE = ROOT.parent / "shared" / "seed" / "DEPLOYMENT.md"
+# The seed deployment guide the chart implements (our own design document,
+# kept in the repository so the guide's snippets are tested in any checkout).
+GUIDE = ROOT / "docs" / "seed" / "DEPLOYMENT.md"
 
 # The chart declares kubeVersion >=1.27; check the oldest and a recent release.
 K8S_VERSIONS = ["1.27.0", "1.35.0"]

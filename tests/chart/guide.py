@@ -19,7 +19,7 @@ from conftest import GUIDE, openssl_rand_base64
 
 def text() -> str:
     if not GUIDE.exists():
-        pytest.skip(f"deployment guide not found at {GUIDE} (it sits beside the checkout in shared/seed)")
+        pytest.fail(f"deployment guide not found at {GUIDE} (docs/seed/DEPLOYMENT.md is part of the repository)")
     return GUIDE.read_text()
 
 
