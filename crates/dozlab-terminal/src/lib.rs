@@ -16,6 +16,7 @@ pub mod cli;
 pub mod logsafe;
 pub mod protocol;
 pub mod proxy;
+pub mod ready;
 pub mod record;
 pub mod server;
 pub mod shell;

@@ -24,8 +24,8 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// When the session cookie gets the `Secure` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +70,7 @@ pub struct Inner {
     pub shells: Arc<Registry>,
     /// The VM.
     pub ssh: SshTarget,
-    ready: Mutex<Option<(Instant, Result<(), String>)>>,
+    ready: crate::ready::Readiness,
 }
 
 /// Shared state of the router.
@@ -85,7 +85,7 @@ impl AppState {
             auth,
             shells: Arc::new(shells),
             ssh,
-            ready: Mutex::new(None),
+            ready: Default::default(),
         }))
     }
 
@@ -352,27 +352,13 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    const TTL: Duration = Duration::from_secs(5);
-    let cached = st.0.ready.lock().expect("lock").clone();
-    let result = match cached {
-        Some((at, r)) if at.elapsed() < TTL => r,
-        _ => {
-            let r = match st.0.ssh.connect().await {
-                Ok(session) => {
-                    let _ = session
-                        .disconnect(russh::Disconnect::ByApplication, "probe", "en")
-                        .await;
-                    Ok(())
-                }
-                Err(e) => Err(crate::error_chain(&e)),
-            };
-            *st.0.ready.lock().expect("lock") = Some((Instant::now(), r.clone()));
-            r
-        }
-    };
-    match result {
+    match st.0.ready.check(&st.0.ssh).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -359,7 +359,7 @@ async fn uploads_over_the_limit_get_413_and_leave_no_file() {
     let _ = tokio::time::timeout(HANG, rd.read_to_end(&mut answer)).await;
     let wrote_all = tokio::time::timeout(HANG, writer)
         .await
-        .map_or(false, |r| r.unwrap());
+        .is_ok_and(|r| r.unwrap());
     assert!(!wrote_all, "the server stopped reading");
     if !answer.is_empty() {
         assert!(
@@ -404,7 +404,7 @@ async fn concurrent_ready_probes_share_one_handshake() {
     let sshd = sshd_or_skip!();
     let (port, handshakes) = counting_proxy(sshd.port).await;
     let kh = std::fs::read_to_string(sshd.known_hosts()).unwrap();
-    let line = kh.replace(&format!(":{}]", sshd.port), &format!(":{port}]"));
+    let line = kh.replace(&format!("]:{} ", sshd.port), &format!("]:{port} "));
     std::fs::write(sshd.path("proxy_known_hosts"), line).unwrap();
     let mut t = target(&sshd);
     t.port = port;

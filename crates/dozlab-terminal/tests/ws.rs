@@ -135,7 +135,7 @@ async fn vm_starting_then_ready_when_the_files_appear() {
     assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
     let res = http(addr, "GET", "/ready", &[], b"").await;
     assert_eq!(res.status, 503);
-    assert!(String::from_utf8_lossy(&res.body).contains("does not exist yet"));
+    assert!(String::from_utf8_lossy(&res.body).contains("not written yet"));
     let cookie = login(addr).await;
     let ws = ws_connect(addr, "cols=80&rows=24", Some(&cookie), None)
         .await

@@ -164,7 +164,7 @@ fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
     assert!(get("/health").starts_with("HTTP/1.1 200"));
     let ready = get("/ready");
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
-    assert!(ready.contains("does not exist yet"));
+    assert!(ready.contains("not written yet"));
     assert!(get("/").contains("name=\"password\""), "the login page");
     let login = |pw: &str| {
         let body = format!("password={pw}");
