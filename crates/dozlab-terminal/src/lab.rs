@@ -409,7 +409,7 @@ async fn file(
     if let Some(r) = refuse(&st, &headers) {
         return r;
     }
-    if !panel.view.files.iter().any(|f| *f == path) {
+    if !panel.view.files.contains(&path) {
         return error(StatusCode::NOT_FOUND, "no such lab file");
     }
     let bytes = match tokio::fs::read(panel.lab.path(&path)).await {
