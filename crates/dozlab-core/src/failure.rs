@@ -51,14 +51,10 @@ impl Failure {
     }
 }
 
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Self::new(exit::FAILURE, error)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(error: std::io::Error) -> Self {
+/// Any error is a generic failure (exit 1), so `?` works on every error
+/// type in a function returning [`CmdResult`] or `Result<_, Failure>`.
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
         Self::new(exit::FAILURE, error)
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::cache::{Cache, Entry};
 use crate::copy::copy_sparse;
+use crate::download::{Ctx, Got, check_space, dir_of, download};
 use crate::error::FetchError;
 use crate::options::CacheUse;
-use crate::run::{Ctx, Got, check_space, dir_of, download};
 use crate::temp::TempFile;
 use std::fs::File;
 use std::path::Path;
@@ -38,14 +38,18 @@ pub(crate) async fn via_cache(
         bad = Some(e.ino);
     }
     let out_dir = dir_of(&ctx.opts.out);
-    check_space(out_dir, ctx.plan.image_size_estimate(None), ctx.grow_to)?;
+    check_space(
+        out_dir,
+        ctx.plan.image_size_estimate(None),
+        ctx.grow.bytes(),
+    )?;
     let ctmp = cache.temp(key)?;
     let d = download(ctx, &ctmp, cache.dir(), None).await?;
     ctx.plan.verify(&d.w)?;
     let image_sha256 = d.w.image_sha256.clone().unwrap_or_default();
     cache.commit(key, ctmp, &image_sha256, d.w.image_len)?;
     let start = Instant::now();
-    check_space(out_dir, Some(d.w.image_len), ctx.grow_to)?;
+    check_space(out_dir, Some(d.w.image_len), ctx.grow.bytes())?;
     let src =
         d.w.file
             .try_clone()
@@ -66,7 +70,7 @@ pub(crate) async fn via_cache(
 /// Copies a cache entry into `tmp`, verifying it; `None` when it is corrupt.
 async fn copy_hit(ctx: &Ctx<'_>, e: &Entry, tmp: &TempFile) -> Result<Option<Got>, FetchError> {
     let start = Instant::now();
-    check_space(dir_of(&ctx.opts.out), Some(e.len), ctx.grow_to)?;
+    check_space(dir_of(&ctx.opts.out), Some(e.len), ctx.grow.bytes())?;
     let Ok(src) = File::open(&e.path) else {
         return Ok(None);
     };

@@ -1,6 +1,7 @@
 //! `dozlab init-rootfs`: flags (with the original env vars as fallbacks),
 //! signal handling and exit codes, over [`crate::fetch`].
 
+use crate::ext::Grow;
 use crate::options::{DEFAULT_OUT, DEFAULT_SIZE, FetchOptions};
 use crate::progress::ProgressMode;
 use anyhow::anyhow;
@@ -89,7 +90,7 @@ impl Args {
             url: non_empty(&self.url),
             manifest: non_empty(&self.manifest),
             out: PathBuf::from(or_default(&self.out, DEFAULT_OUT)),
-            size: Some(size),
+            grow: Grow::To(size.0),
             sha256: non_empty(&self.sha256),
             cache: non_empty(&self.cache).map(PathBuf::from),
             ca_cert: non_empty(&self.ca_cert).map(PathBuf::from),

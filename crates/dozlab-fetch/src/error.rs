@@ -103,6 +103,32 @@ impl FetchError {
         }
     }
 
+    /// Whether the manifest could not be had (an HTTP 4xx answer, no such
+    /// file) or does not list the image asked for: what a caller that only
+    /// guessed where a manifest might be falls back from.
+    pub fn manifest_unavailable(&self) -> bool {
+        match self {
+            Self::Plan(PlanError::NoArtifact { .. }) => true,
+            Self::Plan(PlanError::Read(_, e)) => e.kind() == io::ErrorKind::NotFound,
+            Self::Plan(PlanError::Http(HttpError::Status { status, .. })) => {
+                (400..500).contains(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// The refused shrink behind this failure, if it is one: the image's
+    /// size and the smaller size asked for.
+    pub fn refused_shrink(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Ext(ExtError::Shrink { current, requested })
+            | Self::Pipeline(PipelineError::Refused(ExtError::Shrink { current, requested })) => {
+                Some((*current, *requested))
+            }
+            _ => None,
+        }
+    }
+
     /// Shorthand for a local I/O error with context.
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let what = what.into();
@@ -152,5 +178,7 @@ mod tests {
             requested: 1,
         });
         assert_eq!(shrink.kind(), ErrorKind::Usage);
+        assert_eq!(shrink.refused_shrink(), Some((2, 1)));
+        assert_eq!(full.refused_shrink(), None);
     }
 }

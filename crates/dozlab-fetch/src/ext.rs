@@ -72,17 +72,44 @@ pub fn fs_size_from_head(head: &[u8]) -> Result<u64, ExtError> {
     Ok(blocks * (1024u64 << log))
 }
 
-/// The early check run on the first bytes of the image while it streams in:
-/// it must be ext2/3/4, and no larger than `grow_to`. Saves downloading
-/// gigabytes only to refuse them.
-pub fn early_check(grow_to: Option<u64>) -> impl FnMut(&[u8]) -> Result<(), ExtError> + Send {
-    move |head| {
-        let current = fs_size_from_head(head)?;
-        match grow_to {
-            Some(g) => refuse_shrink(current, g),
-            None => Ok(()),
+/// How far to grow the filesystem once it is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Grow {
+    /// Keep the image's own size.
+    #[default]
+    Keep,
+    /// To exactly this many bytes; a larger image is refused (`--size`).
+    To(u64),
+    /// To this many bytes, or the image's own size when that is larger
+    /// (`dozlab up`'s default disk).
+    AtLeast(u64),
+}
+
+impl Grow {
+    /// The size to grow an image of `current` bytes to (`None`: keep it), or
+    /// the refusal to shrink it.
+    pub fn target(self, current: u64) -> Result<Option<u64>, ExtError> {
+        match self {
+            Self::Keep => Ok(None),
+            Self::To(size) => refuse_shrink(current, size).map(|()| Some(size)),
+            Self::AtLeast(size) => Ok(Some(size.max(current))),
         }
     }
+
+    /// The size asked for, if any (for free-space checks before the image is known).
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            Self::Keep => None,
+            Self::To(size) | Self::AtLeast(size) => Some(size),
+        }
+    }
+}
+
+/// The early check run on the first bytes of the image while it streams in:
+/// it must be ext2/3/4, and [`Grow::target`] must accept its size. Saves
+/// downloading gigabytes only to refuse them.
+pub fn early_check(grow: Grow) -> impl FnMut(&[u8]) -> Result<(), ExtError> + Send {
+    move |head| grow.target(fs_size_from_head(head)?).map(drop)
 }
 
 /// What `e2fsck` did.
@@ -208,6 +235,19 @@ mod tests {
         let err = check(&img).await.unwrap_err();
         assert!(matches!(err, ExtError::Fsck { .. }), "{err}");
         assert!(err.to_string().contains("e2fsck"), "{err}");
+    }
+
+    #[test]
+    fn grow_targets_never_shrink() {
+        assert_eq!(Grow::Keep.target(10).unwrap(), None);
+        assert_eq!(Grow::To(20).target(10).unwrap(), Some(20));
+        assert!(matches!(
+            Grow::To(5).target(10),
+            Err(ExtError::Shrink { .. })
+        ));
+        assert_eq!(Grow::AtLeast(20).target(10).unwrap(), Some(20));
+        assert_eq!(Grow::AtLeast(5).target(10).unwrap(), Some(10));
+        assert_eq!(Grow::AtLeast(5).bytes(), Some(5));
     }
 
     #[test]

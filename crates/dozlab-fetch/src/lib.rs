@@ -8,18 +8,22 @@
 //! ([`cache`]). After verification, `e2fsck` and `resize2fs` prepare the
 //! filesystem ([`ext`]) and the file is renamed into place.
 //!
-//! [`fetch`] is the library entry point (`dozlab up` calls it); [`cli`] is a
-//! thin layer over it. Dropping the future of [`fetch`] cancels it and removes
-//! the temporary file.
+//! [`fetch`] is the library entry point; [`cli`] is a thin layer over it, and
+//! `dozlab up` calls it for URL images (with the node cache under
+//! `$DOZLAB_CACHE/downloads`) and [`copy_local`] for images already on the
+//! machine. Dropping the future of either cancels it and removes the
+//! temporary file.
 
 pub mod cache;
 mod cached;
 pub mod cli;
 pub mod copy;
 pub mod decode;
+mod download;
 pub mod error;
 pub mod ext;
 pub mod http;
+mod local;
 pub mod options;
 pub mod pipeline;
 pub mod plan;
@@ -34,6 +38,8 @@ pub mod testing;
 
 pub use decode::Compression;
 pub use error::{ErrorKind, FetchError};
+pub use ext::Grow;
+pub use local::copy_local;
 pub use options::{CacheUse, FetchOptions, FetchReport, Phases};
 pub use progress::ProgressMode;
 pub use run::fetch;

@@ -1,9 +1,9 @@
 //! The inputs and the outcome of a fetch ([`FetchOptions`], [`FetchReport`]).
 
 use crate::decode::Compression;
-use crate::ext::Checked;
+use crate::ext::{Checked, Grow};
 use crate::progress::ProgressMode;
-use dozlab_core::ByteSize;
+use dozlab_core::manifest::Manifest;
 use dozlab_core::size::human;
 use std::fmt;
 use std::path::PathBuf;
@@ -24,8 +24,8 @@ pub struct FetchOptions {
     pub manifest: Option<String>,
     /// Final image path.
     pub out: PathBuf,
-    /// Grow the filesystem to this size (`None`: keep its size).
-    pub size: Option<ByteSize>,
+    /// How far to grow the filesystem (with `prepare_fs`).
+    pub grow: Grow,
     /// Expected sha256 (of the file as stored, or of the decompressed image).
     pub sha256: Option<String>,
     /// Node-level cache directory.
@@ -51,7 +51,7 @@ impl FetchOptions {
             url: Some(url.into()),
             manifest: None,
             out: out.into(),
-            size: None,
+            grow: Grow::Keep,
             sha256: None,
             cache: None,
             ca_cert: None,
@@ -121,6 +121,8 @@ pub struct FetchReport {
     pub fsck: Option<Checked>,
     /// Whether `resize2fs` grew the filesystem.
     pub grown: bool,
+    /// The manifest the image was planned from (`--manifest`).
+    pub manifest: Option<Manifest>,
     /// Timings.
     pub phases: Phases,
 }

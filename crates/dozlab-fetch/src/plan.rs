@@ -72,6 +72,8 @@ pub struct Plan {
     pub source: Source,
     /// Expectations.
     pub expect: Expect,
+    /// The manifest the plan was made from, if any.
+    pub manifest: Option<Manifest>,
 }
 
 impl Plan {
@@ -177,20 +179,22 @@ pub async fn from_manifest(
         Some(u) => u.clone(),
         None => manifest.join(&artifact.path)?,
     };
+    let expect = Expect {
+        stored_sha256: Some(artifact.sha256.to_ascii_lowercase()),
+        stored_size: Some(artifact.size),
+        image_sha256: artifact
+            .uncompressed_sha256
+            .as_ref()
+            .map(|s| s.to_ascii_lowercase()),
+        image_size: artifact
+            .uncompressed_size
+            .or_else(|| (!is_compressed_name(&artifact.path)).then_some(artifact.size)),
+        any_sha256: None,
+    };
     Ok(Plan {
         source,
-        expect: Expect {
-            stored_sha256: Some(artifact.sha256.to_ascii_lowercase()),
-            stored_size: Some(artifact.size),
-            image_sha256: artifact
-                .uncompressed_sha256
-                .as_ref()
-                .map(|s| s.to_ascii_lowercase()),
-            image_size: artifact
-                .uncompressed_size
-                .or_else(|| (!is_compressed_name(&artifact.path)).then_some(artifact.size)),
-            any_sha256: None,
-        },
+        expect,
+        manifest: Some(m),
     })
 }
 
@@ -291,6 +295,7 @@ mod tests {
                 image_size: Some(10),
                 any_sha256: None,
             },
+            manifest: None,
         };
         plan.verify(&written("aa", Some("bb"))).unwrap();
         let e = plan
@@ -316,6 +321,7 @@ mod tests {
         let mut plan = Plan {
             source: Source::parse("/x.gz").unwrap(),
             expect: Expect::default(),
+            manifest: None,
         };
         plan.expect.any_sha256 = Some("bb".into());
         plan.verify(&written("aa", Some("bb"))).unwrap();

@@ -4,10 +4,9 @@
 mod common;
 
 use common::*;
-use dozlab_core::ByteSize;
 use dozlab_core::manifest::{Artifact, KernelInfo, Manifest};
 use dozlab_fetch::testing::{Fault, FaultServer, compress, make_ext4, sha256_hex};
-use dozlab_fetch::{CacheUse, Compression, ErrorKind, fetch};
+use dozlab_fetch::{CacheUse, Compression, ErrorKind, Grow, fetch};
 use std::time::Duration;
 
 const IMG: usize = 3 << 20;
@@ -262,7 +261,7 @@ async fn ext4_images_are_checked_and_grown_never_shrunk() {
     let out = dir.path().join("rootfs.ext4");
     let mut o = opts(&server.url("/rootfs.ext4"), &out);
     o.prepare_fs = true;
-    o.size = Some(ByteSize(64 << 20));
+    o.grow = Grow::To(64 << 20);
     let r = fetch(&o).await.unwrap();
     assert!(r.grown && r.fsck.is_some(), "{r}");
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 64 << 20);
@@ -282,7 +281,7 @@ async fn ext4_images_are_checked_and_grown_never_shrunk() {
     let small = dir.path().join("small.ext4");
     let mut o = opts(&server.url("/rootfs.ext4"), &small);
     o.prepare_fs = true;
-    o.size = Some(ByteSize(8 << 20));
+    o.grow = Grow::To(8 << 20);
     let e = fetch(&o).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Usage);
     assert!(e.to_string().contains("refusing to shrink"), "{e}");
@@ -324,7 +323,7 @@ async fn a_shrink_or_a_non_ext4_image_is_refused_as_soon_as_its_head_arrives() {
     ] {
         let mut o = opts(&server.url(path), &dir.path().join("out"));
         o.prepare_fs = true;
-        o.size = Some(ByteSize(16 << 20));
+        o.grow = Grow::To(16 << 20);
         o.timeout = Duration::from_secs(120);
         o.retries = 0;
         let e = fetch(&o).await.unwrap_err();

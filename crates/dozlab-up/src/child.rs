@@ -4,7 +4,10 @@
 //! Each child gets its own process group (so Ctrl-C reaches only the
 //! supervisor, which then stops the children in order), stdout and stderr in
 //! a per-component log file, and, for the pod's components, the session's
-//! network namespace, entered between fork and exec.
+//! network namespace, entered between fork and exec. Every setting is a
+//! flag: a child's environment is cleared and holds only [`PASSED_ENV`], so
+//! the original pod's variables (`VM_IP`, `TAP_DEVICE_NAME`, `MEMORY`, ...)
+//! exported in the caller's shell never reach a component.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -28,6 +31,27 @@ pub enum ChildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The only variables a child inherits from `dozlab up`: where programs are
+/// and how to log. Everything else a component needs is a flag.
+pub const PASSED_ENV: &[&str] = &["PATH", "DOZLAB_LOG", "RUST_LOG", "RUST_BACKTRACE"];
+
+/// `PATH` when the caller has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Clears `cmd`'s environment, then passes [`PASSED_ENV`] and `extra` (names
+/// of further variables to pass from ours, e.g. `HOME` for code-server).
+pub fn explicit_env(cmd: &mut Command, extra: &[&str]) {
+    cmd.env_clear();
+    for name in PASSED_ENV.iter().chain(extra) {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
 }
 
 /// The running `dozlab` binary. `/proc/self/exe` rather than its path: it
@@ -85,12 +109,20 @@ pub fn enter_netns_on_exec(cmd: &mut Command, netns: OwnedFd) {
 }
 
 /// Builds `dozlab ARGS...` with output appended to `log`, in its own process
-/// group, inside `netns` when given.
+/// group, with an explicit environment, inside `netns` when given.
 pub fn component(
     args: &[OsString],
     log: &Path,
     netns: Option<OwnedFd>,
 ) -> Result<Command, ChildError> {
+    let mut cmd = Command::new(self_exe());
+    cmd.args(args);
+    prepare(&mut cmd, log, netns)?;
+    Ok(cmd)
+}
+
+/// Gives `cmd` its log, process group, explicit environment and namespace.
+fn prepare(cmd: &mut Command, log: &Path, netns: Option<OwnedFd>) -> Result<(), ChildError> {
     let open_log = || {
         OpenOptions::new()
             .create(true)
@@ -103,17 +135,15 @@ pub fn component(
     };
     let out = open_log()?;
     let err = open_log()?;
-    let mut cmd = Command::new(self_exe());
-    cmd.args(args)
-        .env_remove(crate::launch::REPORT_FD_ENV)
-        .stdin(Stdio::null())
+    explicit_env(cmd, &[]);
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
     if let Some(fd) = netns {
-        enter_netns_on_exec(&mut cmd, fd);
+        enter_netns_on_exec(cmd, fd);
     }
-    Ok(cmd)
+    Ok(())
 }
 
 /// Starts `cmd` as a tokio child (the caller awaits or polls it).
@@ -155,5 +185,23 @@ mod tests {
         assert_eq!(tail(&p, 2), "b\nc");
         assert_eq!(tail(&p, 10), "a\nb\nc");
         assert_eq!(tail(&dir.path().join("none"), 3), "");
+    }
+
+    #[test]
+    fn a_child_sees_only_the_passed_variables() {
+        // `cargo test` runs tests with CARGO_*, HOME, ... in the environment:
+        // none of it may reach a component.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("env.log");
+        let mut cmd = Command::new("env");
+        prepare(&mut cmd, &log, None).unwrap();
+        assert!(cmd.status().unwrap().success());
+        let seen = std::fs::read_to_string(&log).unwrap();
+        let names: Vec<&str> = seen.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(names.contains(&"PATH"), "{seen}");
+        for n in &names {
+            assert!(PASSED_ENV.contains(n), "{n} reached the child:\n{seen}");
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! taken, bad name); 3 the host is not ready (not root, a tool missing).
 
 use crate::checks::{self, TOOLS};
+use crate::ctx::Config;
 use crate::image;
 use crate::launch;
 use crate::procs;
 use crate::report::{Console, ready_text};
 use crate::state::{Layout, Session, State, StateError, validate_name};
-use crate::supervisor::{self, Config};
+use crate::supervisor;
 use crate::teardown;
 use dozlab_core::failure::{CmdResult, Failure};
 use dozlab_core::netconfig::PortForward;
@@ -29,6 +30,11 @@ pub struct UpArgs {
     /// or a profile (minimal, vm, k8s, FILE.toml) [default: vm].
     #[arg(long, env = "DOZLAB_IMAGE")]
     pub image: Option<String>,
+    /// Expected sha256 of an http(s) image (the file at the URL, or the image
+    /// it decompresses to): verifies it and keys the download cache. Not
+    /// needed when a manifest.json beside the image (or given as --image) lists it.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
     /// Session name [default: lab, lab-2, ...].
     #[arg(long)]
     pub name: Option<String>,
@@ -103,6 +109,20 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         image::ImageSpec::Url(u) => u.clone(),
         image::ImageSpec::File(p) => p.display().to_string(),
     };
+    let sha256 = match (&args.sha256, &spec) {
+        (None, _) => None,
+        (Some(h), image::ImageSpec::Url(_)) if is_sha256(h) => Some(h.to_ascii_lowercase()),
+        (Some(h), image::ImageSpec::Url(_)) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--sha256 {h:?} is not a sha256 digest (64 hex digits, as printed by sha256sum)"
+            )));
+        }
+        (Some(_), _) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--sha256 applies to http(s) images only (--image URL)"
+            )));
+        }
+    };
     if args.cpus == 0 || args.memory < 128 {
         return Err(Failure::usage(anyhow::anyhow!(
             "--cpus must be at least 1 and --memory at least 128 (MiB)"
@@ -121,6 +141,7 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         name,
         image: spec,
         image_label: label,
+        sha256,
         cpus: args.cpus,
         memory_mib: args.memory,
         disk: args.disk.map(|d| d.0),
@@ -135,6 +156,10 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         internet: !args.no_internet,
         cache: args.cache.clone().unwrap_or_else(default_cache),
     })
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The first free default name: `lab`, `lab-2`, ...
@@ -176,9 +201,8 @@ pub fn run_up(args: UpArgs) -> CmdResult {
     finish(supervisor::supervise(&layout, &cfg, &mut console))
 }
 
-fn finish(r: Result<(), supervisor::StartError>) -> CmdResult {
+fn finish(r: Result<(), Failure>) -> CmdResult {
     r.map(|()| ExitCode::SUCCESS)
-        .map_err(|e| Failure::new(e.code, e.error))
 }
 
 /// Stop local lab sessions and remove everything they created.

@@ -1,16 +1,19 @@
 //! The session's disk: what `--image` names, and the session's own copy.
 //!
 //! `--image` is a local `rootfs.ext4`, a directory holding `manifest.json`
-//! (or `rootfs.ext4`), an `http(s)://` URL (fetched by `dozlab init-rootfs`
-//! with the node cache), or a profile name (`vm`, the default, built once by
-//! `dozlab image build` and cached). A session never boots the image itself:
-//! it boots a sparse copy, checked and grown to `--disk`.
+//! (or `rootfs.ext4`), an `http(s)://` URL of an image or of its manifest
+//! (fetched with `dozlab_fetch::fetch` through the download cache, keyed by
+//! the manifest's digest or `--sha256`), or a profile name (`vm`, the
+//! default, built once by `dozlab image build` and cached). A session never
+//! boots the image itself: it boots its own copy (`dozlab_fetch::copy_local`
+//! for local images: sparse, `e2fsck`'d, grown to `--disk`).
 
 use dozlab_core::manifest::{MANIFEST_FILE, Manifest};
-use nix::unistd::{Whence, lseek};
-use std::fs::File;
+use dozlab_fetch::{FetchOptions, Grow, ProgressMode};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+/// Disk size when `--disk` is not given (the original's `IMAGE_SIZE`).
+pub const DEFAULT_DISK: u64 = 4 << 30;
 
 /// Profiles shipped with Dozlab.
 pub const PROFILES: &[&str] = &["minimal", "vm", "k8s"];
@@ -44,16 +47,6 @@ pub enum ImageError {
     },
     #[error("unsupported image URL {0:?}: use http://, https:// or file://")]
     Scheme(String),
-    #[error("cannot copy the image to {path}")]
-    Copy {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("--disk {disk} is smaller than the image ({image}); give at least the image's size")]
-    DiskTooSmall { disk: String, image: String },
-    #[error("`{cmd}` failed on the session's disk:\n{output}")]
-    Tool { cmd: String, output: String },
 }
 
 impl ImageError {
@@ -61,7 +54,7 @@ impl ImageError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Self::NotFound(_) | Self::NoRootfs(_) | Self::Scheme(_) | Self::DiskTooSmall { .. }
+            Self::NotFound(_) | Self::NoRootfs(_) | Self::Scheme(_)
         )
     }
 }
@@ -123,54 +116,6 @@ pub fn rootfs_in_dir(dir: &Path) -> Result<PathBuf, ImageError> {
     }
 }
 
-/// Copies `src` to `dst` keeping holes (SEEK_DATA/SEEK_HOLE and
-/// copy_file_range, which may share blocks on filesystems that can).
-pub fn sparse_copy(src: &Path, dst: &Path) -> Result<u64, ImageError> {
-    let err = |source| ImageError::Copy {
-        path: dst.display().to_string(),
-        source,
-    };
-    let input = File::open(src).map_err(err)?;
-    let len = input.metadata().map_err(err)?.len();
-    let output = File::create(dst).map_err(err)?;
-    output.set_len(len).map_err(err)?;
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        let data = match lseek(&input, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole remains
-            Err(e) => return Err(err(e.into())),
-        };
-        let hole = lseek(&input, data, Whence::SeekHole).map_err(|e| err(e.into()))?;
-        copy_range(&input, &output, data, hole - data).map_err(err)?;
-        pos = hole;
-    }
-    // No fsync: the copy is the session's scratch disk, gone with the
-    // session; e2fsck and QEMU read it through the page cache.
-    Ok(len)
-}
-
-fn copy_range(input: &File, output: &File, start: i64, len: i64) -> std::io::Result<()> {
-    let (mut off_in, mut off_out, mut left) = (start, start, len as usize);
-    while left > 0 {
-        let n = nix::fcntl::copy_file_range(
-            input,
-            Some(&mut off_in),
-            output,
-            Some(&mut off_out),
-            left.min(1 << 30),
-        )?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "image shrank while copying",
-            ));
-        }
-        left -= n;
-    }
-    Ok(())
-}
-
 /// Copies the `manifest.json` beside `base` (if any) beside `copy`, so `vm
 /// run` sees the image's features (e.g. whether it has Docker).
 pub fn copy_manifest_beside(base: &Path, copy: &Path) {
@@ -180,63 +125,52 @@ pub fn copy_manifest_beside(base: &Path, copy: &Path) {
     let _ = std::fs::copy(from.join(MANIFEST_FILE), to.join(MANIFEST_FILE));
 }
 
-/// Checks the copy (`e2fsck -f -p`) and grows it to `disk` bytes when larger.
-pub fn check_and_grow(path: &Path, disk: Option<u64>) -> Result<(), ImageError> {
-    let size = std::fs::metadata(path)
-        .map_err(|source| ImageError::Copy {
-            path: path.display().to_string(),
-            source,
-        })?
-        .len();
-    if let Some(d) = disk
-        && d < size
-    {
-        return Err(ImageError::DiskTooSmall {
-            disk: dozlab_core::size::human(d),
-            image: dozlab_core::size::human(size),
-        });
+/// How far the session's disk grows: to `--disk` exactly (a smaller image is
+/// refused), else to [`DEFAULT_DISK`] or the image's own size when larger.
+pub fn disk_grow(disk: Option<u64>) -> Grow {
+    match disk {
+        Some(d) => Grow::To(d),
+        None => Grow::AtLeast(DEFAULT_DISK),
     }
-    run_tool(
-        Command::new("e2fsck").arg("-f").arg("-p").arg(path),
-        &[0, 1],
-    )?;
-    if let Some(d) = disk.filter(|d| *d > size) {
-        run_tool(
-            Command::new("resize2fs")
-                .arg(path)
-                .arg(format!("{}K", d / 1024)),
-            &[0],
-        )?;
-    }
-    Ok(())
 }
 
-fn run_tool(cmd: &mut Command, ok: &[i32]) -> Result<(), ImageError> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| ImageError::Tool {
-        cmd: shown.clone(),
-        output: e.to_string(),
-    })?;
-    if out.status.code().is_some_and(|c| ok.contains(&c)) {
-        return Ok(());
+/// How `--image URL` is fetched into `out`, with the download cache in
+/// `cache`. A manifest URL (`*.json`) names the image and its digests; an
+/// image URL is checked against `sha256` when given, else against the
+/// `manifest.json` beside it, as `dozlab image build` and `image serve` lay
+/// them out. Returns the options and whether the manifest is only a guess
+/// (when it is missing, the image is fetched alone: unverified, so uncached).
+pub fn url_fetch(
+    url: &str,
+    sha256: Option<&str>,
+    out: &Path,
+    cache: &Path,
+    grow: Grow,
+) -> (FetchOptions, bool) {
+    let mut o = FetchOptions::new(url, out);
+    o.cache = Some(cache.join("downloads"));
+    o.grow = grow;
+    o.progress = ProgressMode::Off;
+    let name = url.rsplit('/').next().unwrap_or("");
+    let mut guessed = false;
+    if name.ends_with(".json") {
+        o.manifest = o.url.take();
+    } else if sha256.is_some() {
+        o.sha256 = sha256.map(str::to_string);
+    } else if let Some(dir) = url
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .filter(|_| !url.contains('?'))
+    {
+        o.manifest = Some(format!("{dir}/{MANIFEST_FILE}"));
+        guessed = true;
     }
-    Err(ImageError::Tool {
-        cmd: shown,
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .trim()
-        .to_string(),
-    })
+    (o, guessed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Seek, SeekFrom, Write};
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn specs_are_told_apart() {
@@ -272,38 +206,31 @@ mod tests {
     }
 
     #[test]
-    fn copy_keeps_holes_and_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let mut f = File::create(&src).unwrap();
-        f.write_all(b"head").unwrap();
-        f.seek(SeekFrom::Start(64 << 20)).unwrap();
-        f.write_all(b"tail").unwrap();
-        drop(f);
-        let dst = dir.path().join("dst");
-        assert_eq!(sparse_copy(&src, &dst).unwrap(), (64 << 20) + 4);
-        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-        assert!(std::fs::metadata(&dst).unwrap().blocks() * 512 < 1 << 20);
-    }
-
-    #[test]
-    fn grows_a_real_ext4_and_refuses_to_shrink() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("img.ext4");
-        let tree = dir.path().join("tree");
-        std::fs::create_dir(&tree).unwrap();
-        std::fs::write(tree.join("hello"), b"hi").unwrap();
-        dozlab_testkit::require_tool!("mkfs.ext4");
-        let ok = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .arg(&img)
-            .arg("16M")
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "mkfs.ext4 failed");
-        check_and_grow(&img, Some(32 << 20)).unwrap();
-        assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20);
-        let e = check_and_grow(&img, Some(8 << 20)).unwrap_err();
-        assert!(e.is_usage(), "{e}");
+    fn url_images_are_checked_by_the_manifest_beside_them_or_sha256() {
+        let (out, cache) = (Path::new("/d/rootfs.ext4"), Path::new("/c"));
+        let grow = Grow::AtLeast(1);
+        let (o, guessed) = url_fetch("http://h/i/rootfs.ext4.zst", None, out, cache, grow);
+        assert_eq!(o.url.as_deref(), Some("http://h/i/rootfs.ext4.zst"));
+        assert_eq!(o.manifest.as_deref(), Some("http://h/i/manifest.json"));
+        assert!(guessed);
+        assert_eq!(o.cache.as_deref(), Some(Path::new("/c/downloads")));
+        assert_eq!(o.grow, grow);
+        let (o, guessed) = url_fetch("http://h/i/manifest.json", None, out, cache, grow);
+        assert_eq!(
+            (o.url, o.manifest.as_deref()),
+            (None, Some("http://h/i/manifest.json"))
+        );
+        assert!(!guessed);
+        let (o, guessed) = url_fetch("http://h/i/x.ext4", Some("ab"), out, cache, grow);
+        assert_eq!(
+            (o.sha256.as_deref(), o.manifest, guessed),
+            (Some("ab"), None, false)
+        );
+        let (o, guessed) = url_fetch("http://h/x.ext4?sig=1", None, out, cache, grow);
+        assert_eq!(
+            (o.manifest, guessed),
+            (None, false),
+            "no guess for a signed URL"
+        );
     }
 }

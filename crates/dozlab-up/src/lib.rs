@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod child;
 pub mod cli;
+pub mod ctx;
 pub mod hostnft;
 pub mod http;
 pub mod image;
@@ -15,6 +16,7 @@ pub mod link;
 pub mod netns;
 pub mod phases;
 pub mod pod;
+pub mod ports;
 pub mod procs;
 pub mod proxy;
 pub mod report;

@@ -4,15 +4,16 @@
 //! records what it creates in the session before creating it.
 
 use crate::child;
+use crate::ctx::Ctx;
 use crate::image::{self, ImageSpec};
-use crate::procs;
-use crate::proxy::{self, SocketFactory};
+use crate::proxy::SocketFactory;
 use crate::report::known_hosts_for_port;
-use crate::supervisor::{Ctx, DEFAULT_DISK, Listeners, StartError, docker_up, usage};
 use anyhow::{Context, anyhow};
+use dozlab_core::failure::Failure;
 use dozlab_core::vmstatus::{Phase, VmStatus};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::PathBuf;
+use dozlab_fetch::{CacheUse, ErrorKind, FetchError, FetchReport, Grow};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::process::Child;
 
@@ -24,7 +25,7 @@ pub(crate) fn image_has_docker(data_dir: &std::path::Path) -> bool {
         .unwrap_or(true)
 }
 
-pub(crate) fn write_password(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
+pub(crate) fn write_password(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
     use rand::Rng;
     let pw: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
@@ -36,84 +37,102 @@ pub(crate) fn write_password(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
     Ok(())
 }
 
-pub(crate) async fn prepare_disk(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
+pub(crate) async fn prepare_disk(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
     let disk = ctx.s.data_dir.join("rootfs.ext4");
-    let spec = ctx.cfg.image.clone();
     ctx.begin(
         "image",
         &format!("preparing the session's disk from {}", ctx.cfg.image_label),
     );
-    let base = match spec {
-        ImageSpec::Url(url) => {
-            fetch_url(ctx, &url, &disk).await?;
-            None
+    let grow = image::disk_grow(ctx.cfg.disk);
+    let report = match ctx.cfg.image.clone() {
+        ImageSpec::Url(url) => fetch_url(ctx, &url, &disk, grow).await?,
+        ImageSpec::File(base) => copy_image(&base, &disk, grow).await?,
+        ImageSpec::Profile(p) => {
+            copy_image(&profile_image(&p, &ctx.cfg.cache).await?, &disk, grow).await?
         }
-        ImageSpec::File(p) => Some(p),
-        ImageSpec::Profile(p) => Some(profile_image(ctx, &p).await?),
     };
-    if let Some(base) = base {
-        let (d, explicit) = (disk.clone(), ctx.cfg.disk);
-        tokio::task::spawn_blocking(move || {
-            let len = image::sparse_copy(&base, &d)?;
-            image::copy_manifest_beside(&base, &d);
-            let size = explicit.or(Some(DEFAULT_DISK).filter(|s| *s > len));
-            image::check_and_grow(&d, size)
-        })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })?;
-    }
-    let size = std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::write(ctx.log("init"), format!("{report}\n"));
+    let from_cache = match report.cache {
+        CacheUse::Hit => ", from the cache",
+        _ => "",
+    };
     ctx.done(format!(
-        "{} ({})",
+        "{} ({}{from_cache})",
         ctx.cfg.image_label,
-        dozlab_core::size::human(size)
+        dozlab_core::size::human(report.image_size)
     ));
     Ok(())
 }
 
-pub(crate) async fn fetch_url(
-    ctx: &mut Ctx<'_>,
-    url: &str,
-    out: &std::path::Path,
-) -> Result<(), StartError> {
-    let mut args = vec![
-        "init-rootfs".to_string(),
-        "--url".into(),
-        url.into(),
-        "--out".into(),
-        out.display().to_string(),
-        "--cache".into(),
-        ctx.cfg.cache.join("downloads").display().to_string(),
-    ];
-    if let Some(d) = ctx.cfg.disk {
-        args.extend(["--size".into(), d.to_string()]);
+/// A fetch or copy failure: exit 2 when the input is at fault (a `--disk`
+/// smaller than the image, a malformed `--sha256`), else 1.
+fn disk_failure(e: FetchError, what: String) -> Failure {
+    if let Some((image, disk)) = e.refused_shrink() {
+        return Failure::usage(anyhow!(
+            "--disk {} is smaller than the image ({}); give at least the image's size",
+            dozlab_core::size::human(disk),
+            dozlab_core::size::human(image)
+        ));
     }
-    let mut c = ctx.spawn("init", &args, false)?;
-    let st = c.wait().await?;
-    if !st.success() {
-        return Err(StartError {
-            code: st.code().map(|c| c as u8).filter(|c| *c != 0).unwrap_or(1),
-            error: anyhow!(
-                "cannot fetch the image {url} (init-rootfs {st}):\n{}",
-                child::tail(&ctx.log("init"), 15)
-            ),
-        });
-    }
-    Ok(())
+    let usage = e.kind() == ErrorKind::Usage;
+    Failure::usage_if(usage, anyhow::Error::new(e).context(what))
 }
 
-pub(crate) async fn profile_image(ctx: &mut Ctx<'_>, profile: &str) -> Result<PathBuf, StartError> {
-    let (p, cache) = (profile.to_string(), ctx.cfg.cache.clone());
+/// The session's own copy of a local image (and its manifest, if any).
+async fn copy_image(base: &Path, disk: &Path, grow: Grow) -> Result<FetchReport, Failure> {
+    let report = dozlab_fetch::copy_local(base, disk, grow)
+        .await
+        .map_err(|e| {
+            disk_failure(
+                e,
+                format!("cannot prepare the session's disk from {}", base.display()),
+            )
+        })?;
+    image::copy_manifest_beside(base, disk);
+    Ok(report)
+}
+
+/// Fetches `--image URL` into the session's disk through the download cache.
+async fn fetch_url(
+    ctx: &mut Ctx<'_>,
+    url: &str,
+    disk: &Path,
+    grow: Grow,
+) -> Result<FetchReport, Failure> {
+    let (mut opts, guessed) =
+        image::url_fetch(url, ctx.cfg.sha256.as_deref(), disk, &ctx.cfg.cache, grow);
+    let mut result = dozlab_fetch::fetch(&opts).await;
+    if guessed && result.as_ref().is_err_and(FetchError::manifest_unavailable) {
+        ctx.s.notes.push(
+            "The image was not verified and not cached: no manifest.json beside it lists it \
+             (give --sha256, or the URL of its manifest.json)"
+                .into(),
+        );
+        opts.manifest = None;
+        result = dozlab_fetch::fetch(&opts).await;
+    }
+    let report = result.map_err(|e| disk_failure(e, format!("cannot fetch the image {url}")))?;
+    if let Some(m) = &report.manifest {
+        let path = disk.with_file_name(dozlab_core::manifest::MANIFEST_FILE);
+        if let Err(e) = dozlab_core::atomic::write_atomic(&path, m.to_json().as_bytes(), 0o644) {
+            tracing::warn!("cannot keep the image's manifest beside the disk: {e}");
+        }
+    }
+    Ok(report)
+}
+
+/// The image of a profile, built once and cached.
+async fn profile_image(profile: &str, cache: &Path) -> Result<PathBuf, Failure> {
+    let (p, cache) = (profile.to_string(), cache.to_path_buf());
     let dir = tokio::task::spawn_blocking(move || crate::images::ensure_profile(&p, &cache))
         .await
         .map_err(anyhow::Error::from)?
-        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })?;
+        .map_err(|e| Failure::usage_if(e.is_usage(), e))?;
     Ok(image::rootfs_in_dir(&dir)?)
 }
 
-pub(crate) async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
-    let net = ctx.s.net.clone().expect("planned");
+pub(crate) async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let net = ctx.s.net.clone().expect("the network phase planned it");
     let args: Vec<String> = [
         "network-setup",
         "--tap",
@@ -123,7 +142,7 @@ pub(crate) async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
         "--vm-ip",
         &net.vm_ip.to_string(),
         "--prefix-len",
-        "24",
+        &crate::pod::PREFIX_LEN.to_string(),
         "--uplink",
         &net.pod_if,
         "--pod-ip",
@@ -154,32 +173,14 @@ pub(crate) async fn network_setup(ctx: &mut Ctx<'_>) -> Result<(), StartError> {
     Ok(())
 }
 
-pub(crate) fn bail_start(msg: String) -> Result<(), StartError> {
+pub(crate) fn bail_start(msg: String) -> Result<(), Failure> {
     Err(anyhow!(msg).into())
 }
 
-/// Starts serving the host ports (they were bound at the very start).
-pub(crate) fn publish(ctx: &Ctx<'_>, factory: &SocketFactory, l: Listeners) {
-    let vm = ctx.vm_ip();
-    let serve = |listener: TcpListener, target: SocketAddrV4| {
-        tokio::spawn(proxy::serve(listener, factory.clone(), target));
-    };
-    serve(l.terminal, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
-    serve(l.ssh, SocketAddrV4::new(vm, 22));
-    if ctx.s.ports.docker.is_some() {
-        serve(l.docker, SocketAddrV4::new(vm, 2375));
-    }
-    if let Some(v) = l.vscode {
-        serve(v, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
-    }
-    for (f, listener) in l.forwards {
-        serve(listener, SocketAddrV4::new(vm, f.vm));
-    }
-}
-
-pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
+pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, Failure> {
     let state_dir = ctx.s.data_dir.join("vm");
     let shared = ctx.s.shared_dir();
+    let net = ctx.s.net.clone().expect("the network phase planned it");
     ctx.begin(
         "boot",
         &format!("booting the VM ({}, accel {})", ctx.cfg.vmm, ctx.cfg.accel),
@@ -201,6 +202,14 @@ pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, StartError> {
         state_dir.display().to_string(),
         "--network-config".into(),
         shared.join("network-config").display().to_string(),
+        "--tap".into(),
+        net.tap.clone(),
+        "--vm-ip".into(),
+        net.vm_ip.to_string(),
+        "--gateway-ip".into(),
+        net.gateway_ip.to_string(),
+        "--prefix-len".into(),
+        crate::pod::PREFIX_LEN.to_string(),
         "--ssh-key-out".into(),
         shared.join("vm-ssh-key").display().to_string(),
         "--known-hosts-out".into(),
@@ -261,7 +270,7 @@ pub(crate) fn vm_tail(ctx: &Ctx<'_>) -> String {
     format!("--- console.log ---\n{console}\n--- vm.log ---\n{vm}")
 }
 
-pub(crate) fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), StartError> {
+pub(crate) fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), Failure> {
     let shared = ctx.s.shared_dir();
     let text = std::fs::read_to_string(shared.join("known_hosts")).unwrap_or_default();
     let port = ctx.s.ports.ssh.unwrap_or(22);
@@ -277,7 +286,7 @@ pub(crate) fn write_host_known_hosts(ctx: &Ctx<'_>) -> Result<(), StartError> {
 pub(crate) async fn front_ends(
     ctx: &mut Ctx<'_>,
     factory: &SocketFactory,
-) -> Result<(Child, Option<Child>), StartError> {
+) -> Result<(Child, Option<Child>), Failure> {
     ctx.begin("ready", "starting the web terminal");
     let shared = ctx.s.shared_dir();
     let args: Vec<String> = vec![
@@ -288,6 +297,8 @@ pub(crate) async fn front_ends(
         ctx.vm_ip().to_string(),
         "--vm-ssh-port".into(),
         "22".into(),
+        "--ssh-user".into(),
+        "root".into(),
         "--ssh-key".into(),
         shared.join("vm-ssh-key").display().to_string(),
         "--known-hosts".into(),
@@ -335,7 +346,7 @@ pub(crate) async fn front_ends(
 }
 
 /// code-server in the namespace, with the session password and the VM's Docker.
-pub(crate) fn start_vscode(ctx: &mut Ctx<'_>) -> Result<Option<Child>, StartError> {
+pub(crate) fn start_vscode(ctx: &mut Ctx<'_>) -> Result<Option<Child>, Failure> {
     if ctx.s.ports.vscode.is_none() {
         return Ok(None);
     }
@@ -352,6 +363,9 @@ pub(crate) fn start_vscode(ctx: &mut Ctx<'_>) -> Result<Option<Child>, StartErro
         .append(true)
         .open(&log)?;
     let mut cmd = std::process::Command::new(bin);
+    // Like every component: an explicit environment. code-server keeps its
+    // settings and extensions under HOME.
+    child::explicit_env(&mut cmd, &["HOME", "USER", "LANG"]);
     cmd.args(["--bind-addr", "127.0.0.1:8080", "--auth", "password"])
         .args(["--disable-telemetry", "--disable-update-check"])
         .arg(&workspace)
@@ -363,9 +377,22 @@ pub(crate) fn start_vscode(ctx: &mut Ctx<'_>) -> Result<Option<Child>, StartErro
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     child::enter_netns_on_exec(&mut cmd, fd);
     let c = child::spawn(cmd, "code-server")?;
-    if let Some(pid) = c.id() {
-        ctx.s.children.push(procs::record("vscode", pid));
-        ctx.store();
-    }
+    ctx.record_child("vscode", &c);
     Ok(Some(c))
+}
+
+/// Waits until the VM's Docker answers `GET /_ping` (until `deadline`).
+pub(crate) async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -> bool {
+    loop {
+        let target = SocketAddrV4::new(vm, 2375);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), f.connect(target)).await
+            && crate::http::get_on(s, "docker", "/_ping").await == Some(200)
+        {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -13,6 +13,9 @@ use crate::state::{Layout, NetPlan, Session};
 use nix::fcntl::{Flock, FlockArg};
 use std::net::Ipv4Addr;
 
+/// Prefix length of a session's VM subnet (172.16.N.0/24).
+pub const PREFIX_LEN: u8 = 24;
+
 /// Host-wide lock serialising slot allocation and veth creation.
 const LOCK_PATH: &str = "/run/dozlab-up.lock";
 

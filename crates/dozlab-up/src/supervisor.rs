@@ -7,130 +7,21 @@
 //! point can be undone from the record alone.
 
 use crate::child;
+use crate::ctx::{Config, Ctx};
 use crate::hostnft;
-use crate::image::ImageSpec;
 use crate::phases;
 use crate::pod;
+use crate::ports::{self, Listeners};
 use crate::procs;
-use crate::proxy::{self, SocketFactory};
+use crate::proxy::SocketFactory;
 use crate::report::{Event, Sink};
-use crate::state::{Layout, PhaseRecord, Session, State};
+use crate::state::{Layout, Session, State};
 use crate::teardown;
 use anyhow::{Context, anyhow};
-use dozlab_core::exit;
-use dozlab_core::netconfig::PortForward;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use dozlab_core::failure::Failure;
+use std::time::Duration;
 use tokio::process::Child;
 use tokio::signal::unix::{SignalKind, signal};
-
-/// Disk size when `--disk` is not given (the original's `IMAGE_SIZE`).
-pub const DEFAULT_DISK: u64 = 4 << 30;
-
-/// Everything `dozlab up` was asked for, validated.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub name: String,
-    pub image: ImageSpec,
-    pub image_label: String,
-    pub cpus: u32,
-    pub memory_mib: u32,
-    pub disk: Option<u64>,
-    pub port: Option<u16>,
-    pub vmm: String,
-    pub accel: String,
-    pub vscode: bool,
-    pub forwards: Vec<PortForward>,
-    pub ready_timeout: Duration,
-    pub wait_docker: bool,
-    pub internet: bool,
-    /// Running as the detached supervisor: leave the terminal's session once ready.
-    pub detached: bool,
-    pub cache: PathBuf,
-}
-
-/// A failed start: exit code and message (with the relevant log tail).
-#[derive(Debug)]
-pub struct StartError {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for StartError {
-    fn from(e: E) -> Self {
-        Self {
-            code: exit::FAILURE,
-            error: e.into(),
-        }
-    }
-}
-
-pub(crate) fn usage(e: impl Into<anyhow::Error>) -> StartError {
-    StartError {
-        code: exit::USAGE,
-        error: e.into(),
-    }
-}
-
-/// Host ports bound before anything else is created.
-pub(crate) struct Listeners {
-    pub(crate) terminal: TcpListener,
-    pub(crate) ssh: TcpListener,
-    pub(crate) docker: TcpListener,
-    pub(crate) vscode: Option<TcpListener>,
-    pub(crate) forwards: Vec<(PortForward, TcpListener)>,
-}
-
-fn port_of(l: &TcpListener) -> u16 {
-    l.local_addr().map(|a| a.port()).unwrap_or(0)
-}
-
-/// Binds the explicit ports first (`--port`, `--forward`), then picks free
-/// ones for the rest, so an automatic choice never takes a port asked for.
-fn bind_ports(cfg: &Config, s: &mut Session) -> Result<Listeners, StartError> {
-    let explicit_terminal = match cfg.port {
-        Some(p) => Some(proxy::bind_exact(p).map_err(usage)?),
-        None => None,
-    };
-    let mut forwards = Vec::new();
-    for f in &cfg.forwards {
-        let l = proxy::bind_exact(f.host).map_err(|e| match e {
-            proxy::PortError::InUse(port) => usage(proxy::PortError::ForwardInUse { port }),
-            e => e.into(),
-        })?;
-        forwards.push((*f, l));
-    }
-    let terminal = match explicit_terminal {
-        Some(l) => l,
-        None => proxy::bind_from(8081)?,
-    };
-    let vscode = match (cfg.vscode, crate::checks::find_program("code-server")) {
-        (true, Some(_)) => Some(proxy::bind_from(8080)?),
-        (true, None) => {
-            s.notes.push(
-                "VS Code not started: --vscode needs `code-server` on PATH and none was found \
-                 (install code-server, then run `dozlab up --vscode` again)"
-                    .into(),
-            );
-            None
-        }
-        (false, _) => None,
-    };
-    let l = Listeners {
-        ssh: proxy::bind_from(2222)?,
-        docker: proxy::bind_from(2375)?,
-        terminal,
-        vscode,
-        forwards,
-    };
-    s.ports.terminal = port_of(&l.terminal);
-    s.ports.ssh = Some(port_of(&l.ssh));
-    s.ports.docker = Some(port_of(&l.docker));
-    s.ports.vscode = l.vscode.as_ref().map(port_of);
-    s.ports.forwards = cfg.forwards.iter().map(|f| f.to_string()).collect();
-    Ok(l)
-}
 
 /// The running components.
 struct Running {
@@ -160,92 +51,12 @@ impl Running {
     }
 }
 
-pub(crate) struct Ctx<'a> {
-    pub(crate) layout: &'a Layout,
-    pub(crate) cfg: &'a Config,
-    pub(crate) s: Session,
-    pub(crate) sink: &'a mut dyn Sink,
-    pub(crate) phase_start: Instant,
-    pub(crate) phase: String,
-}
-
-impl Ctx<'_> {
-    pub(crate) fn store(&self) {
-        if let Err(e) = self.s.store(self.layout) {
-            tracing::warn!("{e:#}");
-        }
-    }
-
-    pub(crate) fn begin(&mut self, phase: &str, what: &str) {
-        self.phase = phase.into();
-        self.phase_start = Instant::now();
-        self.s.current_phase = Some(phase.into());
-        self.store();
-        self.sink.emit(&Event::Begin {
-            phase: phase.into(),
-            what: what.into(),
-        });
-    }
-
-    pub(crate) fn done(&mut self, detail: String) {
-        let ms = self.phase_start.elapsed().as_millis() as u64;
-        self.s.phases.push(PhaseRecord {
-            name: self.phase.clone(),
-            ms,
-        });
-        self.s.current_phase = None;
-        self.store();
-        self.sink.emit(&Event::Done {
-            phase: self.phase.clone(),
-            ms,
-            detail,
-        });
-    }
-
-    pub(crate) fn log(&self, component: &str) -> PathBuf {
-        self.s.logs_dir().join(format!("{component}.log"))
-    }
-
-    pub(crate) fn netns(&self) -> &str {
-        self.s.net.as_ref().map(|n| n.netns.as_str()).unwrap_or("")
-    }
-
-    pub(crate) fn vm_ip(&self) -> Ipv4Addr {
-        self.s
-            .net
-            .as_ref()
-            .map(|n| n.vm_ip)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
-    }
-
-    /// Starts `dozlab ARGS` as `component`, inside the namespace when `in_pod`.
-    pub(crate) fn spawn(
-        &mut self,
-        component: &str,
-        args: &[String],
-        in_pod: bool,
-    ) -> Result<Child, StartError> {
-        let fd = if in_pod {
-            Some(crate::netns::open(self.netns())?)
-        } else {
-            None
-        };
-        let cmd = child::component(&child::args(args.iter().cloned()), &self.log(component), fd)?;
-        let c = child::spawn(cmd, &args[0])?;
-        if let Some(pid) = c.id() {
-            self.s.children.push(procs::record(component, pid));
-            self.store();
-        }
-        Ok(c)
-    }
-}
-
 /// Runs a session to its end. `sink` gets the progress; returns the exit code.
-pub fn supervise(layout: &Layout, cfg: &Config, sink: &mut dyn Sink) -> Result<(), StartError> {
+pub fn supervise(layout: &Layout, cfg: &Config, sink: &mut dyn Sink) -> Result<(), Failure> {
     let mut s = Session::new(layout, &cfg.name, cfg.image_label.clone());
     s.supervisor = Some(procs::record("supervisor", std::process::id()));
     s.store(layout)?;
-    let listeners = match bind_ports(cfg, &mut s) {
+    let listeners = match ports::bind(cfg, &mut s) {
         Ok(l) => l,
         Err(e) => return fail(layout, &s, sink, e),
     };
@@ -254,14 +65,7 @@ pub fn supervise(layout: &Layout, cfg: &Config, sink: &mut dyn Sink) -> Result<(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut ctx = Ctx {
-        layout,
-        cfg,
-        s,
-        sink,
-        phase_start: Instant::now(),
-        phase: String::new(),
-    };
+    let mut ctx = Ctx::new(layout, cfg, s, sink);
     let outcome = rt.block_on(run(&mut ctx, listeners));
     let Ctx { s, sink, .. } = ctx;
     match outcome {
@@ -286,12 +90,7 @@ pub fn supervise(layout: &Layout, cfg: &Config, sink: &mut dyn Sink) -> Result<(
 }
 
 /// Cleans up after a failed start and reports the failure.
-fn fail(
-    layout: &Layout,
-    s: &Session,
-    sink: &mut dyn Sink,
-    e: StartError,
-) -> Result<(), StartError> {
+fn fail(layout: &Layout, s: &Session, sink: &mut dyn Sink, e: Failure) -> Result<(), Failure> {
     let mut s = s.clone();
     s.state = State::Failed;
     s.error = Some(format!("{:#}", e.error));
@@ -334,7 +133,7 @@ fn finish(layout: &Layout, s: &Session) {
 }
 
 /// The phases, then the wait. Ok(reason to stop) or the start error.
-async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartError> {
+async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, Failure> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -375,7 +174,7 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
                 )
                 .into());
             }
-            _ = docker_up(&docker, vm_ip, None), if docker_pending => {
+            _ = phases::docker_up(&docker, vm_ip, None), if docker_pending => {
                 docker_pending = false;
                 ctx.s.docker_ready = Some(true);
                 ctx.store();
@@ -385,23 +184,7 @@ async fn run(ctx: &mut Ctx<'_>, listeners: Listeners) -> Result<String, StartErr
     }
 }
 
-/// Waits until the VM's Docker answers `GET /_ping` (until `deadline`).
-pub(crate) async fn docker_up(f: &SocketFactory, vm: Ipv4Addr, deadline: Option<Instant>) -> bool {
-    loop {
-        let target = SocketAddrV4::new(vm, 2375);
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), f.connect(target)).await
-            && crate::http::get_on(s, "docker", "/_ping").await == Some(200)
-        {
-            return true;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, StartError> {
+async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, Failure> {
     phases::write_password(ctx)?;
     phases::prepare_disk(ctx).await?;
     ctx.begin("network", "creating the session's namespace, veth and tap");
@@ -424,7 +207,7 @@ async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, StartError> {
     if !has_docker {
         ctx.s.ports.docker = None;
     }
-    phases::publish(ctx, &factory, l);
+    ports::publish(ctx, &factory, l);
     ctx.done(format!(
         "namespace {}, VM {} on {}",
         plan.netns, plan.vm_ip, plan.tap
