@@ -9,6 +9,8 @@
 //! The cheap failure tests boot nothing; one test boots two sessions side by
 //! side and checks everything on both; one boots a VM whose sshd is masked.
 
+use dozlab_fetch::Compression;
+use dozlab_fetch::testing::{FaultServer, compress, sha256_hex};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -351,6 +353,110 @@ fn root_unbootable_image_fails_after_the_network_phase_and_removes_it() {
     );
 }
 
+#[test]
+fn root_disk_smaller_than_the_image_is_a_usage_error_and_leaves_nothing() {
+    need_root!();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let img = tiny_ext4(dir.path());
+    let n = name("disk");
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        img.to_str().unwrap(),
+        "--disk",
+        "16M",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--disk 16.0 MiB is smaller than the image (32.0 MiB)"),
+        "{t}"
+    );
+    env.assert_nothing_left(&n, None);
+}
+
+/// A loopback HTTP server with a tiny image as `.zst` and its manifest
+/// beside it (as `dozlab image build` lays them out under `/img/`), and the
+/// same `.zst` alone under `/bare/`. Returns the server and the `.zst`'s sha256.
+fn image_server(dir: &Path) -> (FaultServer, String) {
+    let img = std::fs::read(tiny_ext4(dir)).unwrap();
+    let zst = compress(&img, Compression::Zstd);
+    let manifest = serde_json::json!({
+        "name": "tiny",
+        "profile": "minimal",
+        "created": "2026-01-01T00:00:00Z",
+        "kernel": {"version": "none"},
+        "artifacts": [{
+            "path": "rootfs.ext4.zst",
+            "size": zst.len(),
+            "sha256": sha256_hex(&zst),
+            "uncompressed_size": img.len(),
+            "uncompressed_sha256": sha256_hex(&img),
+        }],
+        "features": {"docker": false},
+    });
+    let server = FaultServer::start().unwrap();
+    server.add("/img/rootfs.ext4.zst", zst.clone());
+    server.add("/img/manifest.json", manifest.to_string());
+    server.add("/bare/rootfs.ext4.zst", zst.clone());
+    (server, sha256_hex(&zst))
+}
+
+#[test]
+fn root_url_images_are_downloaded_once_then_come_from_the_cache() {
+    need_root!();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, zst_sha256) = image_server(dir.path());
+    // Each session passes the image phase (a verified download, or a copy out
+    // of the cache) and fails at boot: the tiny image has no kernel.
+    let up = |tag: &str, image: &str, cache: &Path, extra: &[&str]| {
+        let n = name(tag);
+        let mut args = vec![
+            "up",
+            "--name",
+            &n,
+            "--image",
+            image,
+            "--cache",
+            cache.to_str().unwrap(),
+            "--no-internet",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("✓ image"), "the image phase passed: {t}");
+        assert!(t.contains("no kernel"), "{t}");
+        env.assert_nothing_left(&n, slot_from(&t));
+        t
+    };
+    let zst = "/img/rootfs.ext4.zst";
+    let cache = dir.path().join("cache");
+    up("url1", &server.url(zst), &cache, &[]);
+    assert_eq!(server.requests(zst).len(), 1);
+    let t = up("url2", &server.url(zst), &cache, &[]);
+    assert_eq!(
+        server.requests(zst).len(),
+        1,
+        "the second session from the same URL is a cache hit"
+    );
+    assert!(t.contains("from the cache"), "{t}");
+    // The manifest's own URL names the same image (its .zst) and digest.
+    up("url3", &server.url("/img/manifest.json"), &cache, &[]);
+    assert_eq!(server.requests(zst).len(), 1, "a hit by the manifest's URL");
+    // No manifest beside the image: --sha256 keys the cache.
+    let bare = "/bare/rootfs.ext4.zst";
+    let cache2 = dir.path().join("cache2");
+    for tag in ["sha1", "sha2"] {
+        up(tag, &server.url(bare), &cache2, &["--sha256", &zst_sha256]);
+    }
+    assert_eq!(server.requests(bare).len(), 1, "--sha256: one download");
+}
+
 /// The slot N from "VM 172.16.N.2" in the output.
 fn slot_from(t: &str) -> Option<u8> {
     let i = t.find("VM 172.16.")? + "VM 172.16.".len();
@@ -494,18 +600,41 @@ impl Ws {
     }
 
     fn send(&mut self, opcode: u8, payload: &[u8]) {
+        self.s.write_all(&Self::frame(opcode, payload)).unwrap();
+    }
+
+    /// A masked client frame.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0x80 | opcode];
         let mask = [0x12u8, 0x34, 0x56, 0x78];
         match payload.len() {
             n if n < 126 => f.push(0x80 | n as u8),
-            n => {
+            n if n <= 0xffff => {
                 f.push(0x80 | 126);
                 f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&f).unwrap();
+        f
+    }
+
+    /// Sends a frame far over the terminal's limit and returns the close code
+    /// it answers with (None: the connection ended without a close frame,
+    /// what a browser reports as 1006). The server closes while this frame is
+    /// still being sent, so the write may fail; only what comes back counts.
+    fn oversized_frame_close_code(&mut self) -> Option<u16> {
+        let _ = self.s.write_all(&Self::frame(2, &vec![b'x'; 2 << 20]));
+        while let Some((op, p)) = self.recv() {
+            if op == 8 {
+                return p.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+        None
     }
 
     /// Next frame (opcode, payload), or None on timeout.
@@ -575,6 +704,7 @@ fn check_session(env: &Env, name: &str) -> u8 {
         out.contains("docker=2"),
         "docker info against the VM's Docker: {out}"
     );
+    check_oversized_frame(port, &cookie);
     // SSH straight to the VM through the published port, host key verified.
     let shared = Path::new(r["data_dir"].as_str().unwrap()).join("shared");
     let ssh_port = r["ports"]["ssh"].as_u64().unwrap().to_string();
@@ -632,6 +762,121 @@ fn check_session(env: &Env, name: &str) -> u8 {
         text(&route)
     );
     r["net"]["index"].as_u64().unwrap() as u8
+}
+
+/// A 2 MiB WebSocket frame through the published port ends as it does
+/// straight to the terminal: with the terminal's close frame, code 1009.
+fn check_oversized_frame(port: u16, cookie: &str) {
+    let mut ws = Ws::open(port, cookie);
+    assert_eq!(
+        ws.oversized_frame_close_code(),
+        Some(1009),
+        "the terminal's close frame reaches the client through the proxy"
+    );
+}
+
+/// The original pod's environment variables (and Dozlab's own), each set to
+/// a value the session must not take (most would stop it from coming up).
+const HOSTILE_ENV: &[(&str, &str)] = &[
+    ("VM_IP", "10.99.99.2"),
+    ("GATEWAY_IP", "10.99.99.1"),
+    ("PREFIX_LEN", "8"),
+    ("TAP_DEVICE_NAME", "wrongtap0"),
+    ("TAP_OWNER", "4242"),
+    ("VM_MAC", "not-a-mac"),
+    ("MEMORY", "64"),
+    ("CPU_COUNT", "99"),
+    ("IMAGE_SIZE", "1M"),
+    ("IMAGE_PATH", "/nonexistent/rootfs.ext4"),
+    ("ROOTFS_PATH", "/nonexistent/rootfs.ext4"),
+    ("KERNEL_PATH", "/nonexistent/vmlinuz"),
+    ("KERNEL_ARGS", "init=/bin/false"),
+    ("SSH_KEY_PATH", "/nonexistent/vm-ssh-key"),
+    ("KNOWN_HOSTS_PATH", "/nonexistent/known_hosts"),
+    ("NETWORK_CONFIG", "/nonexistent/network-config"),
+    ("SESSION_ID", "not a session id!"),
+    ("FORWARD_PORTS", "99999"),
+    ("STATUS_LISTEN", "not-an-address"),
+    ("BOOT_TIMEOUT", "1"),
+    ("QEMU_BIN", "/bin/false"),
+    ("DOZLAB_VMM", "firecracker"),
+    ("DOZLAB_ACCEL", "kvm"),
+    ("DOZLAB_QEMU_MACHINE", "microvm"),
+    ("DOZLAB_DOCKER_CHECK", "on"),
+    ("DOZLAB_VM_STATE_DIR", "/nonexistent/vm"),
+    ("UPLINK", "nonexistent0"),
+    ("POD_IP", "10.99.99.9"),
+    ("TERMINAL_LISTEN", "0.0.0.0:1"),
+    ("TERMINAL_PASSWORD_FILE", "/nonexistent/password"),
+    ("VM_SSH_PORT", "2"),
+    ("SSH_USER", "nobody"),
+    ("MAX_SHELLS", "0"),
+    ("IDLE_TIMEOUT", "1s"),
+    ("ALLOWED_ORIGINS", "https://evil.example.com"),
+    ("RECORD_DIR", "/nonexistent/records"),
+];
+
+#[test]
+fn root_callers_environment_does_not_reach_the_components() {
+    need_root!();
+    let image = vm_image();
+    let env = Env::new();
+    let n = name("env");
+    let mut up = env.cmd(&[
+        "up",
+        "--detach",
+        "--name",
+        &n,
+        "--image",
+        image.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--memory",
+        "768",
+        "--cpus",
+        "1",
+        "--no-internet",
+        "--ready-timeout",
+        "600",
+    ]);
+    up.envs(HOSTILE_ENV.iter().copied());
+    let out = up.output().unwrap();
+    let result = std::panic::catch_unwind(|| {
+        assert!(out.status.success(), "up: {}", text(&out));
+        let r = record(&env, &n);
+        let slot = r["net"]["index"].as_u64().unwrap();
+        assert_eq!(r["net"]["vm_ip"], format!("172.16.{slot}.2"), "{r}");
+        // The terminal reaches the VM with the session's key and host key,
+        // and opens a shell that stays (MAX_SHELLS, IDLE_TIMEOUT unread).
+        let port = r["ports"]["terminal"].as_u64().unwrap() as u16;
+        let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
+        let cookie = login(port, password.trim());
+        let mut ws = Ws::open(port, &cookie);
+        let out = ws.run_until(
+            "cat /proc/meminfo | head -n 1; nproc; echo END-$((6*7))\r",
+            "END-42",
+            Duration::from_secs(90),
+        );
+        assert!(out.contains("END-42"), "a shell in the VM: {out}");
+        let mem_kib: u64 = out
+            .lines()
+            .find_map(|l| l.split_once("MemTotal:").map(|(_, v)| v))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("MemTotal in {out}"));
+        assert!(
+            (500_000..800_000).contains(&mem_kib),
+            "--memory 768, not MEMORY=64: {mem_kib} KiB"
+        );
+        check_oversized_frame(port, &cookie);
+        r["net"]["index"].as_u64().map(|i| i as u8)
+    });
+    let down = env.run(&["down", &n]);
+    let slot = match result {
+        Ok(slot) => slot,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    assert!(down.status.success(), "{}", text(&down));
+    env.assert_nothing_left(&n, slot);
 }
 
 fn free_port() -> u16 {
