@@ -39,6 +39,10 @@ fn help_lists_every_flag() {
         "--max-shells",
         "--max-frame-bytes",
         "--secure-cookie",
+        "--trusted-proxy",
+        "--header-timeout",
+        "--idle-connection-timeout",
+        "--max-connections",
         "replay",
     ] {
         assert!(help.contains(flag), "help mentions {flag}");
@@ -55,6 +59,16 @@ fn no_password_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pw"));
     let out = dozlab(&["terminal", "--idle-timeout", "5 parsecs"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = dozlab(&["terminal", "--trusted-proxy", "10.0.0.0/33"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/33"));
+    let out = Command::new(BIN)
+        .args(["terminal", "--trust-forwarded-for"])
+        .env("TERMINAL_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--trusted-proxy CIDR"));
 }
 
 #[test]
@@ -146,6 +160,7 @@ fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
         .arg("--known-hosts")
         .arg(dir.path().join("missing-known-hosts"))
         .env("DOZLAB_LOG", "debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -200,6 +215,15 @@ fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
         &format!("{ws}Cookie: {cookie}\r\nOrigin: http://evil.example\r\n\r\n"),
     );
     assert!(evil.starts_with("HTTP/1.1 403"));
+    // A client-chosen path with a newline and an escape sequence reaches the log.
+    let forged = "/download?path=x%0A2026-01-01T00:00:00Z%20%20INFO%20login%20client=6.6.6.6%1B[2J";
+    let down = http(
+        port,
+        &format!(
+            "GET {forged} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
     let st = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -216,4 +240,12 @@ fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
         logs.contains("wrong password"),
         "failed logins are logged (without the password)"
     );
+    assert!(logs.contains("download failed"), "{logs}");
+    assert!(!logs.contains('\x1b'), "no raw escape sequence in the log");
+    for line in logs.lines() {
+        assert!(
+            line.starts_with("20") && !line.starts_with("2026-01-01"),
+            "every log line is one of ours: {line:?}"
+        );
+    }
 }
