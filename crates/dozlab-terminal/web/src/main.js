@@ -129,7 +129,14 @@ class Tab {
       return;
     }
     if (ev.code === 4000) {
-      this.setStatus('error', 'this shell was opened in another window; reload to take it back');
+      // Taken over by another tab: do not fight over the shell.
+      this.takenOver = true;
+      this.setStatus('error', 'taken over in another tab (reload to take it back)');
+      return;
+    }
+    if (ev.code === 4001) {
+      this.setStatus('error', 'logged out');
+      location.assign('/');
       return;
     }
     if (ev.code === 1009) this.term.write('\r\n\x1b[31m[message too large]\x1b[0m\r\n');
