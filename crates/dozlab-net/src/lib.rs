@@ -13,6 +13,7 @@
 pub mod cidr;
 pub mod cli;
 pub mod netlink;
+pub mod nft;
 pub mod plan;
 pub mod procfs;
 pub mod rules;

@@ -45,11 +45,12 @@
 //! terminal, code-server's Docker client) and its replies need no rule.
 
 use crate::cidr::{BUILTIN_DENY, Cidr};
+use crate::nft::{self, cmp, eq, field, meta, prefix, s};
 use dozlab_core::netconfig::PortForward;
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::expr::{Expression, MetaKey, NamedExpression};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{JumpTarget, Match, NAT, Operator, Statement};
+use nftables::stmt::{JumpTarget, NAT, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
@@ -167,41 +168,6 @@ fn rule_in(
 
 fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
     rule_in(NfFamily::IP, chain, expr)
-}
-
-fn cmp(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
-    Statement::Match(Match { left, right, op })
-}
-
-fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
-    cmp(left, Operator::EQ, right)
-}
-
-fn meta(key: MetaKey) -> Expression<'static> {
-    Expression::Named(NamedExpression::Meta(Meta { key }))
-}
-
-fn field(protocol: &'static str, name: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-        PayloadField {
-            protocol: protocol.into(),
-            field: name.into(),
-        },
-    )))
-}
-
-fn s(v: impl ToString) -> Expression<'static> {
-    Expression::String(Cow::Owned(v.to_string()))
-}
-
-fn prefix(addr: Ipv4Addr, len: u8) -> Expression<'static> {
-    if len == 32 {
-        return s(addr);
-    }
-    Expression::Named(NamedExpression::Prefix(Prefix {
-        addr: Box::new(s(addr)),
-        len: u32::from(len),
-    }))
 }
 
 fn ct(key: &'static str) -> Expression<'static> {
@@ -426,17 +392,10 @@ pub fn delete_batch(ipv6: bool) -> Nftables<'static> {
 }
 
 fn apply(what: &'static str, batch: &Nftables<'_>) -> Result<(), RulesError> {
-    nftables::helper::apply_ruleset(batch).map_err(|e| RulesError::Nft {
+    nft::apply(what, batch).map_err(|e| RulesError::Nft {
         what,
-        detail: nft_detail(e),
+        detail: e.detail,
     })
-}
-
-fn nft_detail(e: nftables::helper::NftablesError) -> String {
-    match e {
-        nftables::helper::NftablesError::NftFailed { stderr, .. } => stderr.trim().to_string(),
-        other => other.to_string(),
-    }
 }
 
 /// Whether this network namespace has IPv6 (so `table ip6 dozlab` can and
@@ -457,16 +416,10 @@ pub fn remove() -> Result<(), RulesError> {
 
 /// Whether `table ip dozlab` exists in this namespace.
 pub fn table_exists() -> Result<bool, RulesError> {
-    let args = ["list", "tables", "ip"];
-    let tables =
-        nftables::helper::get_current_ruleset_with_args(nftables::helper::DEFAULT_NFT, &args)
-            .map_err(|e| RulesError::Nft {
-                what: "list tables",
-                detail: nft_detail(e),
-            })?;
-    Ok(tables.objects.iter().any(|o| {
-        matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t)) if t.name == TABLE && t.family == NfFamily::IP)
-    }))
+    nft::table_exists(NfFamily::IP, TABLE).map_err(|e| RulesError::Nft {
+        what: "list tables",
+        detail: e.detail,
+    })
 }
 
 #[cfg(test)]

@@ -3,89 +3,105 @@
 //! session's veth subnet leaving by any other interface, and accepts its
 //! forwarding. Removing the table removes exactly these rules.
 //!
-//! Rules go through the `nftables` crate (JSON to `nft -j`).
+//! Rules are typed (the `nftables` crate), applied through dozlab-net's
+//! [`nft`] helpers in one `nft -j` transaction.
 
-use serde_json::json;
+use dozlab_net::nft::{self, NftError, eq, field, meta, prefix, s};
+use nftables::batch::Batch;
+use nftables::expr::MetaKey;
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::stmt::{Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-/// An nftables operation that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("nftables {what} for table {table} failed")]
-    Apply {
-        what: &'static str,
-        table: String,
-        #[source]
-        source: Box<nftables::helper::NftablesError>,
-    },
-}
-
-fn apply(payload: serde_json::Value, what: &'static str, table: &str) -> Result<(), NftError> {
-    nftables::helper::apply_ruleset_raw(
-        &payload.to_string(),
-        nftables::helper::DEFAULT_NFT,
-        nftables::helper::DEFAULT_ARGS,
-    )
-    .map(|_| ())
-    .map_err(|source| NftError::Apply {
-        what,
-        table: table.into(),
-        source: Box::new(source),
+fn table(name: &str) -> NfListObject<'static> {
+    NfListObject::Table(Table {
+        family: NfFamily::IP,
+        name: Cow::Owned(name.to_string()),
+        handle: None,
     })
 }
 
-/// The ruleset: masquerade `subnet/prefix` out of anything but `veth`.
-pub fn ruleset(table: &str, veth: &str, subnet: Ipv4Addr, prefix: u8) -> serde_json::Value {
-    let t = |extra: serde_json::Value| {
-        let mut base = json!({"family": "ip", "table": table});
-        base.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        base
-    };
-    let saddr = json!({"match": {"op": "==",
-        "left": {"payload": {"protocol": "ip", "field": "saddr"}},
-        "right": {"prefix": {"addr": subnet.to_string(), "len": prefix}}}});
-    let oif_not_veth = json!({"match": {"op": "!=",
-        "left": {"meta": {"key": "oifname"}}, "right": veth}});
-    let iif = |name: &str| json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": name}});
-    let oif = |name: &str| json!({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": name}});
-    json!({"nftables": [
-        {"add": {"table": {"family": "ip", "name": table}}},
-        {"add": {"chain": t(json!({"name": "postrouting", "type": "nat",
-            "hook": "postrouting", "prio": 100, "policy": "accept"}))}},
-        {"add": {"chain": t(json!({"name": "forward", "type": "filter",
-            "hook": "forward", "prio": 0, "policy": "accept"}))}},
-        {"add": {"rule": t(json!({"chain": "postrouting",
-            "expr": [saddr, oif_not_veth, {"masquerade": null}]}))}},
-        {"add": {"rule": t(json!({"chain": "forward", "expr": [iif(veth), {"accept": null}]}))}},
-        {"add": {"rule": t(json!({"chain": "forward", "expr": [oif(veth), {"accept": null}]}))}},
-    ]})
+fn chain(
+    table: &str,
+    name: &'static str,
+    kind: NfChainType,
+    hook: NfHook,
+    prio: i32,
+) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family: NfFamily::IP,
+        table: Cow::Owned(table.to_string()),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::IP,
+        table: Cow::Owned(table.to_string()),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        ..Rule::default()
+    })
+}
+
+/// The ruleset: masquerade `subnet/prefix` out of anything but `veth`, and
+/// accept forwarding to and from `veth`.
+pub fn ruleset(table_name: &str, veth: &str, subnet: Ipv4Addr, len: u8) -> Nftables<'static> {
+    let t = table_name;
+    let mut b = Batch::new();
+    b.add(table(t));
+    b.add(chain(
+        t,
+        "postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        100,
+    ));
+    b.add(chain(t, "forward", NfChainType::Filter, NfHook::Forward, 0));
+    let masquerade = vec![
+        eq(field("ip", "saddr"), prefix(subnet, len)),
+        nft::cmp(meta(MetaKey::Oifname), Operator::NEQ, s(veth)),
+        Statement::Masquerade(None),
+    ];
+    b.add(rule(t, "postrouting", masquerade));
+    for key in [MetaKey::Iifname, MetaKey::Oifname] {
+        b.add(rule(
+            t,
+            "forward",
+            vec![eq(meta(key), s(veth)), Statement::Accept(None)],
+        ));
+    }
+    b.to_nftables()
 }
 
 /// Creates the table (replacing a stale one of the same name).
 pub fn create(table: &str, veth: &str, subnet: Ipv4Addr, prefix: u8) -> Result<(), NftError> {
     remove(table)?;
-    apply(ruleset(table, veth, subnet, prefix), "create", table)
+    nft::apply(
+        &format!("create table ip {table}"),
+        &ruleset(table, veth, subnet, prefix),
+    )
 }
 
 /// Removes the table if present (idempotent: add-then-delete in one batch).
-pub fn remove(table: &str) -> Result<(), NftError> {
-    let t = json!({"family": "ip", "name": table});
-    apply(
-        json!({"nftables": [{"add": {"table": t.clone()}}, {"delete": {"table": t}}]}),
-        "delete",
-        table,
-    )
+pub fn remove(name: &str) -> Result<(), NftError> {
+    let mut b = Batch::new();
+    b.add(table(name));
+    b.delete(table(name));
+    nft::apply(&format!("delete table ip {name}"), &b.to_nftables())
 }
 
 /// Whether the table exists.
 pub fn exists(table: &str) -> bool {
-    nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "table", "ip", table],
-    )
-    .is_ok()
+    nft::table_exists(NfFamily::IP, table).unwrap_or(false)
 }
 
 pub use dozlab_net::procfs::{ProcError, ip_forward, set_ip_forward};
@@ -121,7 +137,8 @@ mod tests {
 
     #[test]
     fn ruleset_masquerades_only_the_session_subnet() {
-        let v = ruleset("dozlab-x", "dzl3h", "10.213.3.0".parse().unwrap(), 30).to_string();
+        let r = ruleset("dozlab-x", "dzl3h", "10.213.3.0".parse().unwrap(), 30);
+        let v = serde_json::to_string(&r).unwrap();
         assert!(v.contains(r#""addr":"10.213.3.0","len":30"#), "{v}");
         assert!(v.contains(r#""masquerade":null"#));
         assert!(v.contains(r#""name":"dozlab-x""#));
