@@ -449,3 +449,38 @@ impl LabArgs {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_cannot_leave_the_state_directory() {
+        assert_eq!(file_safe("../../etc/passwd"), "______etc_passwd");
+        assert_eq!(file_safe("class-1_a"), "class-1_a");
+    }
+
+    #[test]
+    fn unreadable_progress_starts_over_and_stale_pages_are_dropped() {
+        let lab = tempfile::tempdir().unwrap();
+        std::fs::write(
+            lab.path().join("index.json"),
+            r#"{ "title": "t", "details": { "steps": [
+                { "text": "a.md", "verify": "v.sh" }, { "text": "a.md" } ] } }"#,
+        )
+        .unwrap();
+        std::fs::write(lab.path().join("a.md"), "hi\n").unwrap();
+        std::fs::write(lab.path().join("v.sh"), "#!/bin/bash\ntrue\n").unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let file = state.path().join("lab-progress-s.json");
+        std::fs::write(&file, r#"{"current": 9, "passed": [0, 7]}"#).unwrap();
+        let panel = LabPanel::open(lab.path(), state.path(), "s").unwrap();
+        let p = panel.progress();
+        assert_eq!((p.current, p.passed), (1, BTreeSet::from([0])));
+        assert_eq!(panel.unlocked(&panel.progress()), 2);
+        std::fs::write(&file, "not json").unwrap();
+        let panel = LabPanel::open(lab.path(), state.path(), "s").unwrap();
+        assert_eq!(panel.progress(), Progress::default());
+        assert_eq!(panel.unlocked(&panel.progress()), 1, "step 2 locked");
+    }
+}
