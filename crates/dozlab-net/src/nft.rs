@@ -5,9 +5,9 @@
 //! `dozlab up`'s host table.
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{NfListObject, NfObject, Nftables};
+use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule};
 use nftables::stmt::{Match, Operator, Statement};
-use nftables::types::NfFamily;
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
@@ -19,6 +19,41 @@ pub struct NftError {
     pub what: String,
     /// nft's stderr, or why nft could not run.
     pub detail: String,
+}
+
+/// A base chain `name` of `table` on `hook` at `prio`, policy accept.
+pub fn base_chain(
+    family: NfFamily,
+    table: &str,
+    name: &'static str,
+    (kind, hook, prio): (NfChainType, NfHook, i32),
+) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family,
+        table: Cow::Owned(table.to_string()),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+/// A rule of `chain` in `table`.
+pub fn rule(
+    family: NfFamily,
+    table: &str,
+    chain: &'static str,
+    expr: Vec<Statement<'static>>,
+) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family,
+        table: Cow::Owned(table.to_string()),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        ..Rule::default()
+    })
 }
 
 /// `left OP right`.

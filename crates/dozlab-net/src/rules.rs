@@ -49,10 +49,9 @@ use crate::nft::{self, cmp, eq, field, meta, prefix, s};
 use dozlab_core::netconfig::PortForward;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, MetaKey, NamedExpression};
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfListObject, Nftables, Table};
 use nftables::stmt::{JumpTarget, NAT, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-use std::borrow::Cow;
+use nftables::types::{NfChainType, NfFamily, NfHook};
 use std::net::Ipv4Addr;
 
 /// Name of Dozlab's tables (family `ip`, and `ip6` where the kernel has IPv6).
@@ -131,16 +130,7 @@ fn base_chain(
     hook: NfHook,
     prio: i32,
 ) -> NfListObject<'static> {
-    NfListObject::Chain(Chain {
-        family,
-        table: TABLE.into(),
-        name: name.into(),
-        _type: Some(kind),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    })
+    nft::base_chain(family, TABLE, name, (kind, hook, prio))
 }
 
 fn regular_chain(name: &'static str) -> NfListObject<'static> {
@@ -157,13 +147,7 @@ fn rule_in(
     chain: &'static str,
     expr: Vec<Statement<'static>>,
 ) -> NfListObject<'static> {
-    NfListObject::Rule(Rule {
-        family,
-        table: TABLE.into(),
-        chain: chain.into(),
-        expr: Cow::Owned(expr),
-        ..Rule::default()
-    })
+    nft::rule(family, TABLE, chain, expr)
 }
 
 fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {

@@ -9,9 +9,9 @@
 use dozlab_net::nft::{self, NftError, eq, field, meta, prefix, s};
 use nftables::batch::Batch;
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{NfListObject, Nftables, Table};
 use nftables::stmt::{Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
@@ -30,26 +30,11 @@ fn chain(
     hook: NfHook,
     prio: i32,
 ) -> NfListObject<'static> {
-    NfListObject::Chain(Chain {
-        family: NfFamily::IP,
-        table: Cow::Owned(table.to_string()),
-        name: name.into(),
-        _type: Some(kind),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    })
+    nft::base_chain(NfFamily::IP, table, name, (kind, hook, prio))
 }
 
 fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
-    NfListObject::Rule(Rule {
-        family: NfFamily::IP,
-        table: Cow::Owned(table.to_string()),
-        chain: chain.into(),
-        expr: Cow::Owned(expr),
-        ..Rule::default()
-    })
+    nft::rule(NfFamily::IP, table, chain, expr)
 }
 
 /// The ruleset: masquerade `subnet/prefix` out of anything but `veth`, and
