@@ -265,3 +265,13 @@ fn a_lab_that_does_not_load_is_a_clear_error_and_leaves_nothing() {
     assert!(msg.contains("dozlab lab validate"), "{msg}");
     assert!(!dir.exists(), "no state directory left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_lab_there_are_no_lab_routes() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (addr, _) = serve(settings(), limits(), target(&sshd)).await;
+    let cookie = login(addr).await;
+    for path in ["/api/lab", "/api/lab/metrics", "/lab/files/x.png"] {
+        assert_eq!(get(addr, &cookie, path).await.status, 404, "{path}");
+    }
+}
