@@ -271,17 +271,9 @@ mod tests {
     #[tokio::test]
     async fn root_proxies_into_a_namespace_the_host_cannot_route_to() {
         dozlab_testkit::require_root!("creating a network namespace needs root");
-        let name = format!("dozlab-t-px-{}", std::process::id());
-        netns::create(&name).unwrap();
-        let _guard = netns::tests::Guard(name.clone());
+        let guard = pod_with_loopback("px").await;
+        let name = guard.0.clone();
         let result = async {
-            let pod = crate::link::connect(Some(&name)).await.unwrap();
-            let lo = crate::link::index(&pod, "lo").await.unwrap().unwrap();
-            pod.link()
-                .set(rtnetlink::LinkUnspec::new_with_index(lo).up().build())
-                .execute()
-                .await
-                .unwrap();
             // An echo server on the namespace's own loopback.
             let inner = netns::run_in(&name, || StdListener::bind("127.0.0.1:7777"))
                 .unwrap()
