@@ -257,6 +257,13 @@ async fn do_step(
                 limit.as_secs()
             )));
         }
+        if !o.success() {
+            return Ok(Some(format!(
+                "solution {rel} failed (exit {}):\n{}",
+                o.status.map_or("?".into(), |s| s.to_string()),
+                o.last_lines(TAIL_LINES)
+            )));
+        }
         return Ok(None);
     }
     let Some(rel) = &page.text else {

@@ -1,2 +1,2 @@
 #!/bin/bash
-docker run --name greeter --network none mini:1 /bin/bash -c 'echo hello from mini'
+docker run --name greeter --network none --security-opt apparmor=unconfined mini:1 /bin/bash -c 'echo hello from mini'
