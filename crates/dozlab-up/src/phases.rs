@@ -310,7 +310,9 @@ pub(crate) async fn front_ends(
     ];
     let mut terminal = ctx.spawn("terminal", &args, true)?;
     let port = ctx.s.ports.terminal;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // The terminal is ready once its own SSH login to the VM works: slow
+    // under TCG on a busy machine, so it gets the VM's --ready-timeout too.
+    let deadline = Instant::now() + ctx.cfg.ready_timeout;
     loop {
         if crate::http::get_status(port, "/ready").await == Some(200) {
             break;
@@ -323,7 +325,8 @@ pub(crate) async fn front_ends(
         }
         if Instant::now() >= deadline {
             bail_start(format!(
-                "the terminal did not report ready within 60 s:\n{}",
+                "the terminal did not report ready within {} s (raise --ready-timeout if the machine is slow):\n{}",
+                ctx.cfg.ready_timeout.as_secs(),
                 child::tail(&ctx.log("terminal"), 15)
             ))?;
         }

@@ -628,6 +628,10 @@ impl Ws {
     /// what a browser reports as 1006). The server closes while this frame is
     /// still being sent, so the write may fail; only what comes back counts.
     fn oversized_frame_close_code(&mut self) -> Option<u16> {
+        // A busy machine (VMs under TCG) may take a while to answer.
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let _ = self.s.write_all(&Self::frame(2, &vec![b'x'; 2 << 20]));
         while let Some((op, p)) = self.recv() {
             if op == 8 {
