@@ -17,6 +17,9 @@ struct Cli {
     command: Command,
 }
 
+// The variants differ in size (the terminal's flags are the most), but the
+// command is parsed once per process: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build, verify and serve guest rootfs images (the rootfs manager).
