@@ -35,7 +35,11 @@ impl Drop for Pod {
 
 impl Pod {
     pub(super) fn new() -> Pod {
-        let id = format!("dzvm-{}", std::process::id());
+        // One name per pod, not per process: the e2e and microvm tests of
+        // this binary run side by side (--test-threads=2).
+        static PODS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PODS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("dzvm-{}-{n}", std::process::id());
         Pod {
             net: PodNet::new(&id, POD_IP, PEER_IP),
             dir: tempfile::tempdir().unwrap(),
