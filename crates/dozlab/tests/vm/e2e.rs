@@ -102,6 +102,24 @@ impl Pod {
         )
     }
 
+    /// Sends SIGTERM to `vm run` (pid `sup`, the pod's child number `child`)
+    /// and waits up to two minutes for its exit code.
+    pub(super) fn terminate(&mut self, child: usize, sup: u32) -> Option<i32> {
+        sh(&["kill", "-TERM", &sup.to_string()]);
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(st) = self.children[child].try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < limit,
+                "vm run ignored SIGTERM:\n{}",
+                self.log("vm-run.log")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub(super) fn log(&self, name: &str) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.path(name)) {
@@ -312,19 +330,7 @@ fn e2e_boot_ssh_docker_forward_and_clean_stop_root() {
     assert_eq!(text(&out).trim(), "pod-8081");
 
     // SIGTERM: clean guest shutdown, exit 0, status stopped.
-    sh(&["kill", "-TERM", &sup.to_string()]);
-    let limit = Instant::now() + Duration::from_secs(120);
-    let code = loop {
-        if let Some(st) = pod.children[1].try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            Instant::now() < limit,
-            "vm run ignored SIGTERM:\n{}",
-            pod.log("vm-run.log")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let code = pod.terminate(1, sup);
     assert_eq!(code, Some(0), "{}", pod.log("vm-run.log"));
     assert!(pod.log("vm-run.log").contains("the VM shut down cleanly"));
     let st = status_of(&state);

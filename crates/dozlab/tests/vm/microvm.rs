@@ -11,7 +11,6 @@ use super::e2e::{Pod, VM_IP, status_of, wait_ready};
 use super::{BIN, sh, test_image, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The Dozlab kernel's cache directory (bzImage, vmlinux, config), built once per machine.
 fn dozlab_kernel() -> PathBuf {
@@ -211,19 +210,7 @@ fn boot_on_microvm(kernel: Option<&Path>, docker_run: bool) -> String {
     }
 
     // SIGTERM: the ACPI power button (GED on microvm) shuts the guest down cleanly.
-    sh(&["kill", "-TERM", &sup.to_string()]);
-    let limit = Instant::now() + Duration::from_secs(120);
-    let code = loop {
-        if let Some(st) = pod.children[0].try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            Instant::now() < limit,
-            "vm run ignored SIGTERM:\n{}",
-            pod.log("vm-run.log")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let code = pod.terminate(0, sup);
     assert_eq!(code, Some(0), "{}", pod.log("vm-run.log"));
     assert!(pod.log("vm-run.log").contains("the VM shut down cleanly"));
     assert!(status_of(&state).status.code() == Some(1));
