@@ -35,9 +35,12 @@ pub enum RemoteError {
     /// A local file could not be read.
     #[error("cannot read {0}")]
     Local(String, #[source] std::io::Error),
-    /// The shell ended.
-    #[error("the shell in the VM ended")]
-    ShellGone,
+    /// The shell ended; `last` is the tail of what it printed.
+    #[error("the shell in the VM ended; its last output:\n{last}")]
+    ShellGone {
+        /// The end of the shell's output before it ended.
+        last: String,
+    },
 }
 
 /// What one script run gave.
@@ -250,8 +253,11 @@ impl std::fmt::Debug for Shell {
 impl Shell {
     async fn send(&mut self, text: &str) -> Result<(), RemoteError> {
         self.seq += 1;
+        // The marker is assembled by printf so that the command line itself,
+        // echoed by the terminal before `stty -echo` takes effect (a slow
+        // login), never contains it.
         let line = format!(
-            "{text}\necho \"__DZL_{n}_{s}_$?__\"\n",
+            "{text}\nprintf '__DZL_%s_%s__\\n' '{n}_{s}' \"$?\"\n",
             n = self.nonce,
             s = self.seq
         );
@@ -278,7 +284,10 @@ impl Shell {
             match tokio::time::timeout_at(deadline, self.ch.wait()).await {
                 Err(_) => return Ok(None),
                 Ok(None) | Ok(Some(ChannelMsg::Close)) | Ok(Some(ChannelMsg::Eof)) => {
-                    return Err(RemoteError::ShellGone);
+                    let text = String::from_utf8_lossy(&self.buf).replace('\r', "");
+                    let lines: Vec<&str> = text.trim_end().lines().collect();
+                    let last = lines[lines.len().saturating_sub(10)..].join("\n");
+                    return Err(RemoteError::ShellGone { last });
                 }
                 Ok(Some(ChannelMsg::Data { data })) => keep_tail(&mut self.buf, &data),
                 Ok(Some(_)) => {}

@@ -23,9 +23,14 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with("").await
+}
+
+/// A fixture whose sshd gets `extra` config lines.
+async fn fixture_with(extra: &str) -> Fixture {
     let host = ed25519("host");
     let client = ed25519("client");
-    let sshd = Sshd::start(&host, client.public_key());
+    let sshd = Sshd::start_with(&host, client.public_key(), extra);
     let login = Login {
         host: "127.0.0.1".into(),
         port: sshd.port,
@@ -74,6 +79,34 @@ fn lab(
         write(d.path(), rel, &text.replace('W', &w));
     }
     d
+}
+
+/// A login shell that takes a while to start (a loaded VM, a long
+/// `.bashrc`): the terminal echoes what is typed until `stty -echo` runs, and
+/// that echo must not pass for a finished command (it did: the first
+/// command "finished" at once with status -1, and a later Ctrl-C reached the
+/// still-starting shell and ended it).
+#[tokio::test]
+async fn a_shell_that_starts_slowly_is_waited_for() {
+    let f = fixture_with("ForceCommand sleep 2; exec bash").await;
+    let vm = Vm::from_session(f.session);
+    let mut sh = vm.shell().await.unwrap();
+    let r = sh
+        .run("false", false, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Some(1), "{r:?}");
+    let r = sh
+        .run("sleep 300", false, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(r.status, None, "{r:?}");
+    let r = sh
+        .run("echo after-$((6*7))", true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Some(0), "{r:?}");
+    assert!(r.output.contains("after-42"), "{r:?}");
 }
 
 #[tokio::test]

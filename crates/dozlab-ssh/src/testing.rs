@@ -27,6 +27,12 @@ impl Sshd {
     /// Starts sshd with `host` as its only host key, accepting `client` for
     /// any user it can log in (root included). Panics when it cannot.
     pub fn start(host: &PrivateKey, client: &PublicKey) -> Sshd {
+        Sshd::start_with(host, client, "")
+    }
+
+    /// [`Sshd::start`] with `extra` lines appended to its `sshd_config`
+    /// (e.g. a `ForceCommand` that makes the login shell start slowly).
+    pub fn start_with(host: &PrivateKey, client: &PublicKey, extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install openssh-server (scripts/setup)"
@@ -45,7 +51,7 @@ impl Sshd {
              AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              StrictModes no\nSubsystem sftp internal-sftp -d {d}/home\nLogLevel ERROR\n\
-             MaxSessions 50\nMaxStartups 50\n",
+             MaxSessions 50\nMaxStartups 50\n{extra}\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
