@@ -191,3 +191,28 @@ valueFrom:
     name: {{ include "dozlab-session.secretName" . }}
     key: {{ include "dozlab-session.secretKey" . }}
 {{- end -}}
+
+{{/*
+Fails when the lab settings conflict: lab.url and lab.configMap both set,
+lab.sha256 without lab.url, or a lab.url download the NetworkPolicy would
+block (no egress at all besides DNS).
+*/}}
+{{- define "dozlab-session.checkLab" -}}
+{{- $lab := .Values.lab | default dict -}}
+{{- if and $lab.url $lab.configMap -}}
+{{- fail "lab.url and lab.configMap are both set: keep one (url for a .tar.gz served over http(s), configMap for a lab kept in the cluster)" -}}
+{{- end -}}
+{{- if and $lab.sha256 (not $lab.url) -}}
+{{- fail "lab.sha256 is set without lab.url: it checks the downloaded .tar.gz; set lab.url or remove lab.sha256" -}}
+{{- end -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if and $lab.url $np.enabled (not (or $np.egressTo $np.allowInternetEgress .Values.network.allowCidrs)) -}}
+{{- fail "lab.url cannot be downloaded: the NetworkPolicy allows no egress (networkPolicy.allowInternetEgress is false and networkPolicy.egressTo and network.allowCidrs are empty); add the lab server to networkPolicy.egressTo or use lab.configMap" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the session has a lab (lab.url or lab.configMap), else "". */}}
+{{- define "dozlab-session.hasLab" -}}
+{{- $lab := .Values.lab | default dict -}}
+{{- if or $lab.url $lab.configMap -}}true{{- end -}}
+{{- end -}}
