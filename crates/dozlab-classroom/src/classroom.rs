@@ -6,6 +6,7 @@
 //! built in a temporary directory beside `--out` and renamed into place, so a
 //! failure leaves nothing behind.
 
+use crate::lab::LabSource;
 use crate::names::{self, NameError};
 use crate::roster::{self, RosterError, Student};
 use crate::{password, yaml};
@@ -38,6 +39,8 @@ pub struct Options {
     pub namespace: String,
     /// Also write `seal-secrets.sh` (kubeseal) for Secrets kept in Git as SealedSecrets.
     pub sealed: bool,
+    /// The lab every session shows beside its terminal (the chart's `lab`).
+    pub lab: Option<LabSource>,
 }
 
 /// One student's session as rendered.
@@ -195,6 +198,9 @@ pub fn helm_release(opts: &Options, s: &Session) -> Value {
         "rootfs": {"imageUrl": opts.image_url},
         "codeServer": {"existingSecret": s.secret_name, "existingSecretKey": SECRET_KEY},
     });
+    if let Some(lab) = &opts.lab {
+        values["lab"] = lab.to_value();
+    }
     let pod_labels = labels(opts, None);
     if !pod_labels.is_empty() {
         values["labels"] = Value::Object(pod_labels);

@@ -5,6 +5,7 @@
 //! written); 1 an I/O failure while writing (nothing left behind).
 
 use crate::classroom::{self, Options};
+use crate::lab::LabSource;
 use crate::values::{self, SessionValues};
 use dozlab_core::failure::{CmdResult, Failure};
 use std::io::Write as _;
@@ -59,6 +60,12 @@ pub struct RenderArgs {
     /// Also write seal-secrets.sh, which turns each Secret into a SealedSecret (kubeseal).
     #[arg(long)]
     pub sealed: bool,
+    /// http(s) URL of a lab (.tar.gz) every session shows beside its terminal (lab.url).
+    #[arg(long, value_name = "URL")]
+    pub lab: Option<String>,
+    /// Expected SHA-256 of the lab's .tar.gz (lab.sha256; needs --lab).
+    #[arg(long, value_name = "HEX")]
+    pub lab_sha256: Option<String>,
 }
 
 /// `dozlab session ...`
@@ -93,6 +100,12 @@ pub struct ValuesArgs {
     /// Session lifetime (session.ttl): seconds or d/h/m/s parts, e.g. 2h.
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
+    /// http(s) URL of a lab (.tar.gz) shown beside the terminal (lab.url).
+    #[arg(long, value_name = "URL")]
+    pub lab: Option<String>,
+    /// Expected SHA-256 of the lab's .tar.gz (lab.sha256; needs --lab).
+    #[arg(long, value_name = "HEX")]
+    pub lab_sha256: Option<String>,
     /// Write the values here (mode 0600) instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -109,6 +122,8 @@ pub fn run_classroom(args: ClassroomArgs) -> CmdResult {
 }
 
 fn render(a: RenderArgs) -> CmdResult {
+    let lab =
+        LabSource::from_flags(a.lab.as_deref(), a.lab_sha256.as_deref()).map_err(Failure::usage)?;
     let opts = Options {
         roster: a.roster,
         image_url: a.image_url,
@@ -120,6 +135,7 @@ fn render(a: RenderArgs) -> CmdResult {
         chart: a.chart,
         namespace: a.namespace,
         sealed: a.sealed,
+        lab,
     };
     let summary = classroom::render(&opts).map_err(|e| Failure::usage_if(e.is_usage(), e))?;
     let out = summary.out.display();
@@ -149,12 +165,15 @@ pub fn run_session(args: SessionArgs) -> CmdResult {
 }
 
 fn session_values(a: ValuesArgs) -> CmdResult {
+    let lab =
+        LabSource::from_flags(a.lab.as_deref(), a.lab_sha256.as_deref()).map_err(Failure::usage)?;
     let v = SessionValues {
         id: a.id,
         user: a.user,
         image_url: a.image_url,
         sha256: a.sha256,
         ttl: a.ttl,
+        lab,
     };
     let text = values::write(&v, a.out.as_deref(), a.force)
         .map_err(|e| Failure::usage_if(e.is_usage(), e))?;

@@ -3,6 +3,7 @@
 //! from the original manifest).
 
 use crate::classroom::{ClassroomError, check_url};
+use crate::lab::LabSource;
 use crate::names::{self, NameError};
 use crate::{password, yaml};
 use serde_json::{Value, json};
@@ -16,6 +17,8 @@ pub struct SessionValues {
     pub image_url: String,
     pub sha256: Option<String>,
     pub ttl: Option<String>,
+    /// The lab shown beside the terminal (the chart's `lab`).
+    pub lab: Option<LabSource>,
 }
 
 /// Why no values file was written.
@@ -86,6 +89,9 @@ impl SessionValues {
         if let Some(t) = &self.ttl {
             v["session"]["ttl"] = json!(t);
         }
+        if let Some(lab) = &self.lab {
+            v["lab"] = lab.to_value();
+        }
         v
     }
 }
@@ -141,6 +147,7 @@ mod tests {
             image_url: "https://example.com/rootfs.ext4".into(),
             sha256: None,
             ttl: None,
+            lab: None,
         }
     }
 
@@ -179,6 +186,17 @@ mod tests {
         let mut v = sv();
         v.sha256 = Some("abc".into());
         assert!(matches!(v.validate(), Err(ValuesError::Sha256(_))));
+    }
+
+    #[test]
+    fn a_lab_becomes_the_lab_block() {
+        let mut v = sv();
+        assert!(v.to_value("pw").get("lab").is_none());
+        v.lab = crate::lab::LabSource::from_flags(Some("https://e/lab.tar.gz"), None).unwrap();
+        assert_eq!(
+            v.to_value("pw")["lab"],
+            json!({"url": "https://e/lab.tar.gz"})
+        );
     }
 
     #[test]

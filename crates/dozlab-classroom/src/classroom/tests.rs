@@ -17,6 +17,7 @@ fn opts(dir: &Path, roster: &str) -> Options {
         chart: "charts/dozlab-session".into(),
         namespace: "default".into(),
         sealed: false,
+        lab: None,
     }
 }
 
@@ -113,4 +114,40 @@ fn an_empty_existing_out_dir_is_used() {
     fs::create_dir(&o.out).unwrap();
     render(&o).unwrap();
     assert!(o.out.join("helmreleases").is_dir());
+}
+
+#[test]
+fn a_lab_reaches_every_students_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), "id\nalice\nbob\n");
+    let sha = "ab".repeat(32);
+    o.lab = crate::lab::LabSource::from_flags(
+        Some("https://labs.example.com/first.tar.gz"),
+        Some(&sha.to_ascii_uppercase()),
+    )
+    .unwrap();
+    let summary = render(&o).unwrap();
+    assert_eq!(summary.sessions.len(), 2);
+    for s in &summary.sessions {
+        let hr = helm_release(&o, s);
+        assert_eq!(
+            hr["spec"]["values"]["lab"],
+            json!({"url": "https://labs.example.com/first.tar.gz", "sha256": sha})
+        );
+        let text = fs::read_to_string(o.out.join(format!("helmreleases/{}.yaml", s.name))).unwrap();
+        assert!(
+            text.contains("url: \"https://labs.example.com/first.tar.gz\""),
+            "{text}"
+        );
+        assert!(text.contains(&format!("sha256: \"{sha}\"")), "{text}");
+    }
+}
+
+#[test]
+fn without_a_lab_no_lab_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path(), "id\nalice\n");
+    let summary = render(&o).unwrap();
+    let hr = helm_release(&o, &summary.sessions[0]);
+    assert!(hr["spec"]["values"].get("lab").is_none(), "{hr}");
 }
