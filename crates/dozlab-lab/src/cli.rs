@@ -1,13 +1,17 @@
-//! `dozlab lab validate|test`: flags and entry points.
+//! `dozlab lab validate|test|fetch`: flags and entry points.
 //!
 //! Exit codes: `validate` 0 valid (warnings allowed), 1 problems found, 2
 //! the lab cannot be read. `test` 0 every step passed, 1 a step failed or
 //! the session could not be booted/reached, 2 the lab is unreadable or
-//! invalid (run `lab validate`) or the flags are wrong.
+//! invalid (run `lab validate`) or the flags are wrong. `fetch` 0 the lab
+//! is in place, 1 it could not be fetched, was refused or is invalid, 2
+//! bad flags, a missing source or an unusable `--dest`.
 
+use crate::fetch::{FetchRequest, LabSource, fetch_lab};
 use crate::labtest;
 use crate::remote::Vm;
 use crate::session::{BootOptions, Session};
+use crate::unpack::Limits;
 use crate::validate::{render_text, validate};
 use anyhow::Context;
 use dozlab_core::failure::{CmdResult, Failure};
@@ -27,6 +31,30 @@ enum LabCommand {
     Validate(ValidateArgs),
     /// Run a lab headless in a session: every step's verify must fail, then pass.
     Test(TestArgs),
+    /// Fetch a lab (URL, archive or directory), check and validate it into --dest.
+    Fetch(FetchArgs),
+}
+
+/// `dozlab lab fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// The lab: an http(s) URL or a path of a .tar.gz, or a directory (a lab,
+    /// or one holding a single lab.tar.gz, as a ConfigMap mount does).
+    #[arg(env = "LAB_URL")]
+    pub source: String,
+    /// The lab directory to create, or an empty directory to fill.
+    #[arg(long, env = "LAB_DIR")]
+    pub dest: PathBuf,
+    /// Expected sha256 of the archive (as stored or decompressed); strongly
+    /// recommended for URLs.
+    #[arg(long, env = "LAB_SHA256", value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Download cache (used with --sha256).
+    #[arg(long, env = "DOZLAB_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Largest unpacked lab accepted.
+    #[arg(long, default_value = "256M")]
+    pub max_size: dozlab_core::ByteSize,
 }
 
 /// `dozlab lab validate`.
@@ -66,7 +94,53 @@ pub fn run(args: LabArgs) -> CmdResult {
     match args.command {
         LabCommand::Validate(a) => run_validate(a),
         LabCommand::Test(a) => run_test(a),
+        LabCommand::Fetch(a) => run_fetch(a),
     }
+}
+
+fn run_fetch(args: FetchArgs) -> CmdResult {
+    let source = LabSource::parse(&args.source).map_err(Failure::usage)?;
+    let sha256 = args.sha256.filter(|s| !s.trim().is_empty());
+    if source.is_url() && sha256.is_none() {
+        eprintln!(
+            "warning: {source} is not verified: give --sha256 (the sha256sum of the archive) so a changed or corrupted download is refused"
+        );
+    }
+    let req = FetchRequest {
+        source,
+        dest: args.dest,
+        sha256,
+        cache: args.cache.map(|c| c.join("downloads")),
+        limits: Limits {
+            max_bytes: args.max_size.0,
+            ..Limits::default()
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let fetched = rt.block_on(fetch_lab(&req)).map_err(|e| {
+        let code = if e.is_usage() { 2 } else { 1 };
+        Failure::new(code, anyhow::Error::new(e))
+    })?;
+    for w in &fetched.warnings {
+        eprintln!("{w}");
+    }
+    println!(
+        "lab {:?} ({} step{}, {} files) from {} in {}{}",
+        fetched.title,
+        fetched.steps,
+        if fetched.steps == 1 { "" } else { "s" },
+        fetched.files,
+        req.source,
+        fetched.dir.display(),
+        fetched
+            .sha256
+            .map(|s| format!(" (sha256 {s})"))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_validate(args: ValidateArgs) -> CmdResult {

@@ -163,15 +163,49 @@ struct RawDozlabStep {
     extra: Extra,
 }
 
-/// Reads and checks `dir/index.json` (not the files it names: see
-/// [`crate::validate`]). Warnings are kept in [`Lab::warnings`].
+/// Reads and checks `dir/index.json`, and that every page's Markdown file
+/// and script exists (their contents are [`crate::validate`]'s business).
+/// Warnings are kept in [`Lab::warnings`].
 pub fn load(dir: &Path) -> Result<Lab, LoadError> {
+    let (lab, text) = load_index(dir)?;
+    let missing = missing_files(&lab, &text);
+    if missing.is_empty() {
+        return Ok(lab);
+    }
+    let mut problems = missing;
+    problems.extend(lab.warnings);
+    Err(LoadError::Invalid {
+        dir: dir.to_path_buf(),
+        problems,
+    })
+}
+
+/// [`load`] without the check of the files `index.json` names (validation
+/// reports those itself, with the rest); also returns the text.
+pub(crate) fn load_index(dir: &Path) -> Result<(Lab, String), LoadError> {
     let path = dir.join(INDEX);
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Unreadable {
         path: path.clone(),
         source,
     })?;
-    parse(dir, &text)
+    Ok((parse(dir, &text)?, text))
+}
+
+/// An error for every page file (Markdown, script) that is not a file in
+/// the lab, at the line of `index.json` naming it.
+pub fn missing_files(lab: &Lab, index_text: &str) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::new();
+    for page in lab.pages() {
+        let files = page.text.iter().map(String::as_str);
+        for rel in files.chain(page.scripts().into_iter().map(|(_, r)| r)) {
+            let p = Problem::error(INDEX, format!("{rel:?} does not exist"))
+                .at(line_of_string(index_text, rel));
+            if !lab.dir.join(rel).is_file() && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// [`load`] from the text of `index.json`.

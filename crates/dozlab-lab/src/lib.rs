@@ -5,6 +5,7 @@
 //! See `docs/labs.md`.
 
 pub mod assets;
+pub mod fetch;
 pub mod image;
 pub mod index;
 pub mod markdown;
@@ -23,3 +24,4 @@ pub mod labtest;
 pub mod remote;
 pub mod runner;
 pub mod session;
+pub mod unpack;

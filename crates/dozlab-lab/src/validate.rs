@@ -5,7 +5,7 @@
 //! shebang or is valid `bash`. Problems name the file and, where there is
 //! one, the line.
 
-use crate::index::{INDEX, LoadError, load};
+use crate::index::{INDEX, LoadError, load_index};
 use crate::markdown::{RenderOptions, render};
 use crate::model::{Lab, Page, PageId, read_text};
 use crate::problem::{Problem, line_of_string};
@@ -44,8 +44,8 @@ pub fn validate(dir: &Path) -> Result<Report, LoadError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
         });
     }
-    let lab = match load(dir) {
-        Ok(lab) => lab,
+    let (lab, index_text) = match load_index(dir) {
+        Ok(loaded) => loaded,
         Err(LoadError::Invalid { problems, .. }) => {
             return Ok(Report {
                 lab: None,
@@ -54,7 +54,6 @@ pub fn validate(dir: &Path) -> Result<Report, LoadError> {
         }
         Err(e) => return Err(e),
     };
-    let index_text = std::fs::read_to_string(dir.join(INDEX)).unwrap_or_default();
     let mut problems = Vec::new();
     for page in lab.pages() {
         check_page(&lab, page, &index_text, &mut problems);

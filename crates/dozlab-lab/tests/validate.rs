@@ -175,6 +175,17 @@ fn missing_text_file_is_named_with_its_index_line() {
     std::fs::remove_file(d.path().join("step2.md")).unwrap();
     let e = errors(&validate(d.path()).unwrap());
     assert_eq!(e, vec!["index.json:8: error: \"step2.md\" does not exist"]);
+    // `load` (what the terminal and `up --lab` use) names it too, and a
+    // missing script, instead of failing later when the page is rendered.
+    std::fs::remove_file(d.path().join("verify1.sh")).unwrap();
+    let err = load(d.path()).unwrap_err();
+    let shown = err.to_string();
+    assert!(!err.is_unreadable(), "{shown}");
+    assert!(
+        shown.contains("index.json:8: error: \"step2.md\" does not exist")
+            && shown.contains("index.json:7: error: \"verify1.sh\" does not exist"),
+        "{shown}"
+    );
 }
 
 #[test]

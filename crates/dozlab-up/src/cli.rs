@@ -78,6 +78,14 @@ pub struct UpArgs {
     /// Cache for built and downloaded images.
     #[arg(long, env = "DOZLAB_CACHE")]
     pub cache: Option<PathBuf>,
+    /// A lab to open beside the terminal: a directory, a .tar.gz, or its
+    /// http(s) URL. Validated before anything starts; its assets are copied
+    /// into the VM and its intro's background run once the VM is ready.
+    #[arg(long, value_name = "DIR|URL")]
+    pub lab: Option<String>,
+    /// Expected sha256 of the --lab archive (recommended for URLs).
+    #[arg(long, value_name = "HEX", requires = "lab")]
+    pub lab_sha256: Option<String>,
     /// Internal: run as the detached supervisor of an already claimed session.
     #[arg(long, hide = true)]
     pub supervise_internal: bool,
@@ -155,6 +163,7 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         detached: args.supervise_internal,
         internet: !args.no_internet,
         cache: args.cache.clone().unwrap_or_else(default_cache),
+        lab: None,
     })
 }
 
@@ -188,17 +197,45 @@ pub fn run_up(args: UpArgs) -> CmdResult {
         }
         None => default_name(&layout),
     };
-    let cfg = config(&args, name.clone())?;
+    let mut cfg = config(&args, name.clone())?;
     if args.supervise_internal {
+        if let Some(src) = &args.lab {
+            let lab = crate::lab::adopt(&layout.data_dir(&name), src)?;
+            use_lab(&mut cfg, &args, lab)?;
+        }
         let mut sink = launch::report_pipe().unwrap_or_else(|| Box::new(Console::default()));
         return finish(supervisor::supervise(&layout, &cfg, sink.as_mut()));
     }
+    let lab = args
+        .lab
+        .as_deref()
+        .map(|l| crate::lab::request(l, args.lab_sha256.as_deref()))
+        .transpose()?;
     layout.claim(&name).map_err(state_failure)?;
+    if let Some(req) = lab {
+        // Fetched and validated before anything else is created.
+        let fetched = crate::lab::fetch(req, &layout.data_dir(&name), &cfg.cache)
+            .and_then(|lab| use_lab(&mut cfg, &args, lab));
+        if let Err(e) = fetched {
+            let _ = std::fs::remove_dir_all(layout.run_dir(&name));
+            let _ = std::fs::remove_dir_all(layout.data_dir(&name));
+            return Err(e);
+        }
+    }
     if args.detach {
         return launch::detached(&layout, &name, args.name.is_none());
     }
     let mut console = Console::default();
     finish(supervisor::supervise(&layout, &cfg, &mut console))
+}
+
+/// The session runs `lab` (and boots its image unless `--image` was given).
+fn use_lab(cfg: &mut Config, args: &UpArgs, lab: crate::lab::LabConfig) -> Result<(), Failure> {
+    if args.image.is_none() {
+        crate::lab::apply_image(cfg, &lab)?;
+    }
+    cfg.lab = Some(lab);
+    Ok(())
 }
 
 fn finish(r: Result<(), Failure>) -> CmdResult {
@@ -371,7 +408,7 @@ pub fn run_ls(args: LsArgs) -> CmdResult {
 pub struct LogsArgs {
     /// The session.
     pub name: String,
-    /// One component: supervisor, init, network, vm, console, terminal or vscode [default: all].
+    /// One component: supervisor, init, network, vm, console, terminal, vscode or lab [default: all].
     #[arg(long, short = 'c')]
     pub component: Option<String>,
     /// Only the last N lines of each log.
@@ -394,6 +431,7 @@ pub const COMPONENTS: &[&str] = &[
     "console",
     "terminal",
     "vscode",
+    "lab",
 ];
 
 /// Entry point of `dozlab logs`.

@@ -11,6 +11,7 @@ pub mod hostnft;
 pub mod http;
 pub mod image;
 pub mod images;
+pub mod lab;
 pub mod launch;
 pub mod link;
 pub mod netns;

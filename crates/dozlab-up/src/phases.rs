@@ -289,7 +289,7 @@ pub(crate) async fn front_ends(
 ) -> Result<(Child, Option<Child>), Failure> {
     ctx.begin("ready", "starting the web terminal");
     let shared = ctx.s.shared_dir();
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "terminal".into(),
         "--listen".into(),
         "127.0.0.1:8081".into(),
@@ -308,6 +308,7 @@ pub(crate) async fn front_ends(
         "--session-id".into(),
         ctx.s.name.clone(),
     ];
+    args.extend(crate::lab::terminal_args(ctx.cfg, &shared));
     let mut terminal = ctx.spawn("terminal", &args, true)?;
     let port = ctx.s.ports.terminal;
     // The terminal is ready once its own SSH login to the VM works: slow

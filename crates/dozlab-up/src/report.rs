@@ -105,6 +105,14 @@ pub fn ready_text(s: &Session) -> String {
     let password = std::fs::read_to_string(&s.password_file).unwrap_or_default();
     out += &format!("  Terminal:  {}\n", s.terminal_url());
     out += &format!("  Password:  {}\n", password.trim());
+    if let Some(lab) = &s.lab {
+        out += &format!(
+            "  Lab:       {} ({} step{}), beside the terminal\n",
+            lab.title,
+            lab.steps,
+            if lab.steps == 1 { "" } else { "s" }
+        );
+    }
     if let Some(cmd) = ssh_command(s) {
         out += &format!("  SSH:       {cmd}\n");
     }

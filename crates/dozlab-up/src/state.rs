@@ -258,6 +258,9 @@ pub struct Session {
     /// We switched the host's `net.ipv4.ip_forward` on for this session.
     #[serde(default)]
     pub enabled_ip_forward: bool,
+    /// The lab (`--lab`) the terminal opens beside it.
+    #[serde(default)]
+    pub lab: Option<crate::lab::LabRecord>,
 }
 
 impl Session {
@@ -281,6 +284,7 @@ impl Session {
             notes: Vec::new(),
             docker_ready: None,
             enabled_ip_forward: false,
+            lab: None,
         }
     }
 

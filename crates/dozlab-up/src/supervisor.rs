@@ -213,6 +213,7 @@ async fn start(ctx: &mut Ctx<'_>, l: Listeners) -> Result<Running, Failure> {
         plan.netns, plan.vm_ip, plan.tap
     ));
     let vm = phases::boot(ctx).await?;
+    crate::lab::install(ctx, &factory).await?;
     let (terminal, vscode) = phases::front_ends(ctx, &factory).await?;
     Ok(Running {
         vm,

@@ -1,0 +1,321 @@
+//! CLI tests of `dozlab lab fetch`, the chart's init step: a lab from a
+//! directory, from a `.tar.gz` path and from a URL on a loopback HTTP
+//! server (sha256 right and wrong), into a new directory and into an empty
+//! one (a mounted volume), run twice; a ConfigMap-like directory of flat
+//! files and one holding a single `lab.tar.gz`; refused archives (a
+//! symlink), invalid labs and unusable destinations, each leaving nothing.
+
+use dozlab_fetch::testing::{FaultServer, sha256_hex};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs/examples")
+}
+
+/// A copy of the `toolbox` example in `d/labs/toolbox`, one asset made
+/// 0750 (the example's files are all 0644) so modes are seen to travel.
+fn toolbox(d: &Path) -> PathBuf {
+    let labs = d.join("labs");
+    std::fs::create_dir_all(&labs).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(examples().join("toolbox"))
+        .arg(&labs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let copy = labs.join("toolbox");
+    std::fs::set_permissions(
+        copy.join("assets/bin/site-stats.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    copy
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn fetch(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["lab", "fetch"])
+        .args(args)
+        .env_remove("LAB_URL")
+        .env_remove("LAB_DIR")
+        .env_remove("LAB_SHA256")
+        .env_remove("DOZLAB_CACHE")
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// `tar -czf OUT -C DIR ARGS...`.
+fn tar_gz(out: &Path, dir: &Path, args: &[&str]) -> Vec<u8> {
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(out).unwrap()
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts the fetched toolbox lab is whole in `dest`, modes kept.
+fn assert_toolbox(dest: &Path) {
+    let out = Command::new(BIN)
+        .args(["lab", "validate", s(dest)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for f in [
+        "index.json",
+        "step1.md",
+        "assets/site/pages/guides/start.md",
+        ".dozlab-fetch.json",
+    ] {
+        assert!(dest.join(f).is_file(), "{f} in {}", dest.display());
+    }
+    assert_eq!(mode(&dest.join("assets/bin/site-stats.sh")), 0o750);
+    assert_eq!(mode(&dest.join("setup.sh")), 0o644);
+}
+
+#[test]
+fn a_directory_is_copied_into_a_new_dest_and_validated() {
+    let d = tempfile::tempdir().unwrap();
+    let src = toolbox(d.path());
+    let dest = d.path().join("deep/lab");
+    let out = fetch(&[s(&src), "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("lab \"A small toolbox\" (3 steps"),
+        "{}",
+        text(&out)
+    );
+    assert_toolbox(&dest);
+    assert_eq!(names(&d.path().join("deep")), vec!["lab"], "no stage left");
+}
+
+#[test]
+fn a_url_archive_is_checked_against_its_sha256() {
+    let d = tempfile::tempdir().unwrap();
+    // A single top-level directory holding index.json, as `tar -C labs toolbox` makes.
+    let src = toolbox(d.path());
+    let archive = tar_gz(
+        &d.path().join("toolbox.tar.gz"),
+        src.parent().unwrap(),
+        &["toolbox"],
+    );
+    let server = FaultServer::start().unwrap();
+    server.add("/labs/toolbox.tar.gz", archive.clone());
+    let url = server.url("/labs/toolbox.tar.gz");
+    let dest = d.path().join("lab");
+
+    let wrong = sha256_hex(b"another archive");
+    let out = fetch(&[&url, "--dest", s(&dest), "--sha256", &wrong]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sha256"), "{}", text(&out));
+    assert!(!dest.exists(), "nothing at --dest after a refused download");
+    assert_eq!(
+        names(d.path()),
+        vec!["labs", "toolbox.tar.gz"],
+        "no stage left"
+    );
+
+    let bad = fetch(&[&url, "--dest", s(&dest), "--sha256", "abc"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("64 hex digits"), "{}", text(&bad));
+
+    let right = sha256_hex(&archive);
+    let out = fetch(&[&url, "--dest", s(&dest), "--sha256", &right]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(&right), "{}", text(&out));
+    assert!(!text(&out).contains("not verified"), "{}", text(&out));
+    assert_toolbox(&dest);
+
+    // Without a digest it works, with a warning.
+    let dest2 = d.path().join("lab2");
+    let out = fetch(&[&url, "--dest", s(&dest2)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("is not verified"), "{}", text(&out));
+}
+
+#[test]
+fn an_empty_mounted_dest_is_filled_and_a_second_run_replaces_it() {
+    let d = tempfile::tempdir().unwrap();
+    let archive = d.path().join("lab.tar.gz");
+    // The lab at the archive's top (`tar -C toolbox .`).
+    tar_gz(&archive, &toolbox(d.path()), &["."]);
+    let dest = d.path().join("mnt");
+    std::fs::create_dir(&dest).unwrap();
+    // Through the environment, as an init container might give it.
+    let out = Command::new(BIN)
+        .args(["lab", "fetch"])
+        .env("LAB_URL", s(&archive))
+        .env("LAB_DIR", s(&dest))
+        .env("LAB_SHA256", sha256_hex(&std::fs::read(&archive).unwrap()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_toolbox(&dest);
+    // The init step runs again (the pod restarted): replaced, not refused.
+    std::fs::write(dest.join("stale.md"), "old").unwrap();
+    let out = fetch(&[s(&archive), "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_toolbox(&dest);
+    assert!(!dest.join("stale.md").exists());
+    assert!(
+        !names(&dest).iter().any(|n| n.starts_with(".dozlab-fetch-")),
+        "{:?}",
+        names(&dest)
+    );
+    // A directory holding something else is never overwritten.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let out = fetch(&[s(&archive), "--dest", s(&other)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+    assert_eq!(names(&other), vec!["notes.txt"]);
+}
+
+#[test]
+fn configmap_mounts_flat_files_or_a_single_archive() {
+    let d = tempfile::tempdir().unwrap();
+    // Flat keys, as the kubelet lays them: files are symlinks into ..data.
+    let cm = d.path().join("lab-src");
+    let data = cm.join("..2026_12_02_08_00_00.1");
+    std::fs::create_dir_all(&data).unwrap();
+    let hello = examples().join("hello-file");
+    for e in std::fs::read_dir(&hello).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new("..data").join(e.file_name()),
+            cm.join(e.file_name()),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("..2026_12_02_08_00_00.1", cm.join("..data")).unwrap();
+    let dest = d.path().join("lab");
+    let out = fetch(&[s(&cm), "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut want = names(&hello);
+    want.push(".dozlab-fetch.json".into());
+    want.sort();
+    assert_eq!(names(&dest), want);
+    assert!(!dest.join("index.json").is_symlink(), "copied, not linked");
+    // A sha256 names an archive, not a directory.
+    let out = fetch(&[
+        s(&cm),
+        "--dest",
+        s(&d.path().join("x")),
+        "--sha256",
+        &sha256_hex(b""),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // One `lab.tar.gz` key (binaryData): unpacked.
+    let cm2 = d.path().join("lab-src2");
+    std::fs::create_dir(&cm2).unwrap();
+    let bytes = tar_gz(&cm2.join("lab.tar.gz"), &toolbox(d.path()), &["."]);
+    let dest2 = d.path().join("lab2");
+    let out = fetch(&[
+        s(&cm2),
+        "--dest",
+        s(&dest2),
+        "--sha256",
+        &sha256_hex(&bytes),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_toolbox(&dest2);
+}
+
+#[test]
+fn refused_and_invalid_labs_leave_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let src = toolbox(d.path());
+    let dest = d.path().join("lab");
+    let mounted = d.path().join("mnt");
+    std::fs::create_dir(&mounted).unwrap();
+
+    // A symlink in an archive (it could point anywhere).
+    std::os::unix::fs::symlink("/etc/shadow", src.join("assets/site/pages/shadow.md")).unwrap();
+    let archive = d.path().join("evil.tar.gz");
+    tar_gz(&archive, &src, &["."]);
+    for target in [&dest, &mounted] {
+        let out = fetch(&[s(&archive), "--dest", s(target)]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("shadow.md\" is a symlink"),
+            "{}",
+            text(&out)
+        );
+    }
+    // The same link in a source directory leads outside it: refused too.
+    let out = fetch(&[s(&src), "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("outside"), "{}", text(&out));
+    std::fs::remove_file(src.join("assets/site/pages/shadow.md")).unwrap();
+
+    // An invalid lab: the report names the file and line.
+    std::fs::remove_file(src.join("step2.md")).unwrap();
+    tar_gz(&archive, &src, &["."]);
+    for target in [&dest, &mounted] {
+        let out = fetch(&[s(&archive), "--dest", s(target)]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("index.json:8: error: \"step2.md\" does not exist"),
+            "{}",
+            text(&out)
+        );
+    }
+    // Not a lab at all.
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("README"), "hi").unwrap();
+    tar_gz(&archive, &empty, &["."]);
+    let out = fetch(&[s(&archive), "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("holds no index.json"), "{}", text(&out));
+
+    // A source that does not exist; a dest that is a file.
+    let out = fetch(&["/nonexistent/lab.tar.gz", "--dest", s(&dest)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not found"), "{}", text(&out));
+    let out = fetch(&[s(&src), "--dest", s(&archive)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    assert!(!dest.exists(), "nothing at a new --dest");
+    assert!(names(&mounted).is_empty(), "{:?}", names(&mounted));
+    assert_eq!(names(d.path()), vec!["empty", "evil.tar.gz", "labs", "mnt"]);
+}
