@@ -7,7 +7,7 @@
 //! `VM_IP`, `GATEWAY_IP`, `SESSION_ID`) so existing pod specs keep working.
 
 use crate::qemu::Machine;
-use crate::settings::{self, AccelChoice, DockerCheck, RunSettings, VmmChoice};
+use crate::settings::{self, AccelChoice, DockerCheck, RunSettings, SnapshotMode, VmmChoice};
 use dozlab_core::netconfig::PortForward;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -131,6 +131,13 @@ pub struct RunArgs {
     /// With --accel auto: seconds the kernel gets under KVM to print its banner before TCG is tried.
     #[arg(long, env = "KVM_PROBE_TIMEOUT", default_value_t = settings::KVM_PROBE_TIMEOUT_S)]
     pub kvm_probe_timeout: u64,
+    /// Snapshots (QEMU): auto = restore from a matching snapshot, else boot
+    /// and save one when ready; refresh = boot and replace it; off = neither.
+    #[arg(long, env = "SNAPSHOT", value_enum, default_value_t = SnapshotMode::Off)]
+    pub snapshot: SnapshotMode,
+    /// The node-local snapshot cache directory (needed unless --snapshot off).
+    #[arg(long, env = "SNAPSHOT_CACHE")]
+    pub snapshot_cache: Option<PathBuf>,
 }
 
 /// `dozlab vm status`.
@@ -180,6 +187,8 @@ impl From<RunArgs> for RunSettings {
             boot_timeout: a.boot_timeout,
             stop_timeout: a.stop_timeout,
             kvm_probe_timeout: a.kvm_probe_timeout,
+            snapshot: a.snapshot,
+            snapshot_cache: a.snapshot_cache,
         }
     }
 }

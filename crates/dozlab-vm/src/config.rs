@@ -45,6 +45,8 @@ pub enum ConfigError {
     Vmm(String),
     #[error("{0}")]
     Machine(String),
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// Where a kernel or initrd comes from.
@@ -122,6 +124,16 @@ pub struct Plan {
     pub boot_timeout: Duration,
     pub stop_timeout: Duration,
     pub kvm_probe_timeout: Duration,
+    /// Where snapshots are read and written; `None` when snapshots are off.
+    pub snapshot: Option<SnapshotPlan>,
+}
+
+/// `--snapshot auto|refresh` with its cache (see `crate::snapshot`).
+#[derive(Debug, Clone)]
+pub struct SnapshotPlan {
+    pub cache: PathBuf,
+    /// `refresh`: never restore, always save a new snapshot.
+    pub refresh: bool,
 }
 
 /// Host facts the checks depend on (swappable in tests).
@@ -235,7 +247,30 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
         boot_timeout: Duration::from_secs(a.boot_timeout.max(1)),
         stop_timeout: Duration::from_secs(a.stop_timeout.max(1)),
         kvm_probe_timeout: Duration::from_secs(a.kvm_probe_timeout.max(1)),
+        snapshot: snapshot_plan(a)?,
     })
+}
+
+fn snapshot_plan(a: &RunSettings) -> Result<Option<SnapshotPlan>, ConfigError> {
+    use crate::settings::SnapshotMode;
+    let refresh = match a.snapshot {
+        SnapshotMode::Off => return Ok(None),
+        SnapshotMode::Auto => false,
+        SnapshotMode::Refresh => true,
+    };
+    let Some(cache) = a.snapshot_cache.clone() else {
+        return Err(ConfigError::Snapshot(format!(
+            "--snapshot {} needs --snapshot-cache DIR (env SNAPSHOT_CACHE); or use --snapshot off",
+            a.snapshot.as_str()
+        )));
+    };
+    if cache.exists() && !cache.is_dir() {
+        return Err(ConfigError::Snapshot(format!(
+            "--snapshot-cache {} is not a directory",
+            cache.display()
+        )));
+    }
+    Ok(Some(SnapshotPlan { cache, refresh }))
 }
 
 fn check_session_id(id: &str) -> Result<(), ConfigError> {

@@ -6,7 +6,9 @@
 //! `bootfiles`, `vmlinux`, `identity` and `inject` prepare the image and
 //! kernel offline; `qemu` and `firecracker` are the two backends;
 //! `console`, `ready` and `statusd` watch the guest; `supervisor` ties them
-//! together; `status` is the probe.
+//! together; `status` is the probe. `snapshot` saves and restores booted
+//! VMs (QEMU) through `qmp`, `snapdisk` and the `snapcache`, and re-keys a
+//! restored guest through its agent (`qga`); `snapcli` is `dozlab snapshot`.
 
 pub mod args;
 pub mod bootfiles;
@@ -19,8 +21,14 @@ pub mod hosttsc;
 pub mod identity;
 pub mod inject;
 pub mod qemu;
+pub mod qga;
+pub mod qmp;
 pub mod ready;
 pub mod settings;
+pub mod snapcache;
+pub mod snapcli;
+pub mod snapdisk;
+pub mod snapshot;
 pub mod status;
 pub mod statusd;
 pub mod supervisor;

@@ -86,18 +86,26 @@ pub struct QemuPlan {
     pub tap: String,
     pub mac: String,
     pub qmp_socket: PathBuf,
+    /// The guest agent's chardev socket: adds a virtio-serial port
+    /// `org.qemu.guest_agent.0` and a `vmgenid` device (what snapshots need;
+    /// the devices of a restored VM must be those of the one saved).
+    pub agent_socket: Option<PathBuf>,
+    /// Restore from this migration stream (`-incoming exec:cat FILE`),
+    /// paused (`-S`) until the supervisor says `cont`.
+    pub incoming: Option<PathBuf>,
 }
 
 impl QemuPlan {
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<OsString> {
-        let (machine, cpu, blk, net, rng) = match self.machine {
+        let (machine, cpu, blk, net, rng, serial) = match self.machine {
             Machine::Q35 => (
                 "q35",
                 "max",
                 "virtio-blk-pci",
                 "virtio-net-pci",
                 "virtio-rng-pci",
+                "virtio-serial-pci",
             ),
             // microvm: the RTC gives the wall clock at boot; an invariant TSC
             // is the guest's clocksource (kvm-clock under KVM).
@@ -107,6 +115,7 @@ impl QemuPlan {
                 "virtio-blk-device",
                 "virtio-net-device",
                 "virtio-rng-device",
+                "virtio-serial-device",
             ),
         };
         let mut a: Vec<OsString> = Vec::new();
@@ -146,8 +155,34 @@ impl QemuPlan {
         qmp.push(",server=on,wait=off");
         a.push("-qmp".into());
         a.push(qmp);
+        if let Some(agent) = &self.agent_socket {
+            let mut chardev = OsString::from("socket,id=qga0,path=");
+            chardev.push(agent.to_string_lossy().replace(',', ",,"));
+            chardev.push(",server=on,wait=off");
+            a.push("-chardev".into());
+            a.push(chardev);
+            let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+            push(&["-device", &format!("{serial},id=vser0")]);
+            push(&[
+                "-device",
+                "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+            ]);
+            // A new generation id in every QEMU process: a kernel with
+            // CONFIG_VMGENID reseeds its RNG when a restored VM runs.
+            push(&["-device", "vmgenid,guid=auto"]);
+        }
+        if let Some(file) = &self.incoming {
+            a.push("-S".into());
+            a.push("-incoming".into());
+            a.push(format!("exec:cat {}", shell_quote(&file.to_string_lossy())).into());
+        }
         a
     }
+}
+
+/// `'PATH'` for `sh -c` (QEMU runs `exec:` URIs with /bin/sh).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// `file=PATH,format=raw,if=none,id=d0` with QEMU's comma escaping.
@@ -236,6 +271,8 @@ mod tests {
             tap: "tap0".into(),
             mac: "06:00:ac:10:00:02".into(),
             qmp_socket: "/state/qmp.sock".into(),
+            agent_socket: None,
+            incoming: None,
         }
     }
 
@@ -277,6 +314,25 @@ mod tests {
         assert!(s.contains("-device virtio-blk-device,drive=d0"), "{s}");
         assert!(s.contains("-device virtio-net-device,netdev=n0"), "{s}");
         assert!(!s.contains("-initrd"));
+    }
+
+    #[test]
+    fn snapshot_devices_and_incoming() {
+        let mut p = plan();
+        p.agent_socket = Some("/state/qga.sock".into());
+        p.incoming = Some("/cache/k/it's.bin".into());
+        let s = joined(&p);
+        assert!(
+            s.ends_with(
+                "-chardev socket,id=qga0,path=/state/qga.sock,server=on,wait=off \
+                 -device virtio-serial-pci,id=vser0 \
+                 -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
+                 -device vmgenid,guid=auto -S -incoming exec:cat '/cache/k/it'\\''s.bin'"
+            ),
+            "{s}"
+        );
+        p.machine = Machine::Microvm;
+        assert!(joined(&p).contains("-device virtio-serial-device,id=vser0"));
     }
 
     #[test]

@@ -63,6 +63,30 @@ pub enum DockerCheck {
     Off,
 }
 
+/// Whether `vm run` restores from, and saves, snapshots of the booted VM
+/// (see docs/snapshot.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotMode {
+    /// Restore from a matching snapshot in the cache; without one, boot and
+    /// save one when the VM is ready.
+    Auto,
+    /// Boot normally; neither read nor write the cache.
+    Off,
+    /// Boot normally and replace the cache's snapshot with a new one.
+    Refresh,
+}
+
+impl SnapshotMode {
+    /// `auto`, `off` or `refresh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Auto => "auto",
+            SnapshotMode::Off => "off",
+            SnapshotMode::Refresh => "refresh",
+        }
+    }
+}
+
 /// Everything `vm run` is asked to do; see the flags of the same names in
 /// [`crate::args::RunArgs`] for each field's meaning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +128,9 @@ pub struct RunSettings {
     pub stop_timeout: u64,
     /// Seconds.
     pub kvm_probe_timeout: u64,
+    pub snapshot: SnapshotMode,
+    /// The snapshot cache directory (needed unless `snapshot` is off).
+    pub snapshot_cache: Option<PathBuf>,
 }
 
 impl RunSettings {
@@ -143,6 +170,8 @@ impl RunSettings {
             boot_timeout: BOOT_TIMEOUT_S,
             stop_timeout: STOP_TIMEOUT_S,
             kvm_probe_timeout: KVM_PROBE_TIMEOUT_S,
+            snapshot: SnapshotMode::Off,
+            snapshot_cache: None,
         }
     }
 }

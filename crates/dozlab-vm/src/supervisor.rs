@@ -14,8 +14,11 @@ use crate::config::{self, Attempt, BootFile, Host, Plan, Vmm};
 use crate::console::Tail;
 use crate::identity::Identity;
 use crate::qemu::Accel;
+use crate::qga::Rekey;
 use crate::ready::{DOCKER_PORT, ReadyCheck};
 use crate::settings::RunSettings;
+use crate::snapcache::Entry;
+use crate::snapshot::{self, Snapper};
 use crate::vmm::{self, Launch, Running};
 use crate::vmspec::{Bus, FcTarget, QemuTarget, SpecInputs, VmSpec};
 use crate::{bootfiles, inject, statusd, vmlinux};
@@ -63,6 +66,12 @@ struct Supervisor {
     tail: Tail,
     check: ReadyCheck,
     launches: Vec<(Attempt, Launch)>,
+    identity: Identity,
+    /// Snapshots (`--snapshot auto|refresh`), and the entry to restore.
+    snapper: Option<Snapper>,
+    restore: Option<(usize, Entry)>,
+    /// The lock on a rootfs replaced by a snapshot's disk.
+    restored_lock: Option<Flock<std::fs::File>>,
 }
 
 async fn run(plan: Plan, t0: Instant) -> CmdResult {
@@ -116,14 +125,19 @@ impl Supervisor {
     fn prepare(plan: Plan, t0: Instant) -> Result<Self, Failure> {
         let (kernel, initrd) = boot_files(&plan)?;
         let id = Identity::generate(&plan.session_id);
-        inject::inject(&plan.rootfs, &id, &plan.state_dir).with_context(|| {
-            format!("cannot put the SSH identity into {}", plan.rootfs.display())
-        })?;
+        let launches = launches(&plan, &kernel, initrd.as_deref())?;
+        let snapper = plan
+            .snapshot
+            .as_ref()
+            .map(|sp| Snapper::new(sp, &plan.rootfs, &kernel, initrd.as_deref()));
+        let restore = snapper.as_ref().and_then(|s| s.find(&launches));
+        if restore.is_none() {
+            inject_identity(&plan, &id)?;
+        }
         id.write_client_key(&plan.ssh_key_out)
             .map_err(anyhow::Error::from)?;
         id.write_known_hosts(&plan.known_hosts_out, plan.net.vm_ip, plan.ssh_port)
             .map_err(anyhow::Error::from)?;
-        let launches = launches(&plan, &kernel, initrd.as_deref())?;
         let ip = plan.net.vm_ip;
         let check = ReadyCheck {
             ssh: SocketAddr::from((ip, plan.ssh_port)),
@@ -159,6 +173,10 @@ impl Supervisor {
             tail: Tail::default(),
             check,
             launches,
+            identity: id,
+            snapper,
+            restore,
+            restored_lock: None,
         };
         sup.set(|_| {});
         Ok(sup)
@@ -187,8 +205,20 @@ impl Supervisor {
         self.fail(EXIT_VM_FAILED, e)
     }
 
-    async fn boot_and_supervise(self, signals: &mut Signals) -> CmdResult {
+    async fn boot_and_supervise(mut self, signals: &mut Signals) -> CmdResult {
         let deadline = tokio::time::Instant::from_std(self.t0 + self.plan.boot_timeout);
+        if let Some((i, entry)) = self.restore.take() {
+            match self.warm(i, &entry, deadline, signals).await {
+                Warm::Ready(vm) => return self.supervise(vm, signals).await,
+                Warm::Signal(vm) => return self.stop(vm, false, signals).await,
+                Warm::Failed(why) => {
+                    if let Some(s) = &self.snapper {
+                        s.discard(&entry.meta.key, &why);
+                    }
+                    inject_identity(&self.plan, &self.identity)?;
+                }
+            }
+        }
         let n = self.launches.len();
         for (i, (attempt, launch)) in self.launches.iter().enumerate() {
             let more = i + 1 < n;
@@ -213,7 +243,10 @@ impl Supervisor {
             };
             self.set(|s| s.vmm_pid = vm.pid);
             match self.wait_boot(&mut vm, more, deadline, signals).await {
-                Boot::Ready => return self.supervise(vm, signals).await,
+                Boot::Ready => {
+                    self.save_snapshot(*attempt, launch).await;
+                    return self.supervise(vm, signals).await;
+                }
                 Boot::Fallback(why) => {
                     loud(&format!("{} did not boot: {why}; falling back", vm.label()));
                     vm.kill().await;
@@ -230,6 +263,102 @@ impl Supervisor {
             }
         }
         Err(self.vm_error("no way to boot the VM worked".into()))
+    }
+
+    /// Restores launch `i` from `entry` and waits until the re-keyed guest
+    /// is ready (at most a minute: a cold boot must still fit).
+    async fn warm(
+        &mut self,
+        i: usize,
+        entry: &Entry,
+        deadline: tokio::time::Instant,
+        signals: &mut Signals,
+    ) -> Warm {
+        let (attempt, launch) = self.launches[i].clone();
+        let Launch::Qemu(q) = &launch else {
+            return Warm::Failed("not a QEMU launch".into());
+        };
+        let t = Instant::now();
+        loud(&format!(
+            "restoring snapshot {} with {}",
+            entry.meta.key,
+            vmm::label(attempt)
+        ));
+        self.set(|s| {
+            s.vmm = attempt.vmm.as_str().into();
+            s.accel = attempt.accel.as_str().into();
+        });
+        let rekey = match Rekey::for_identity(&self.identity) {
+            Ok(r) => r,
+            Err(e) => return Warm::Failed(format!("{e:#}")),
+        };
+        let console = self.plan.console_log.clone();
+        let restored = snapshot::restore(
+            entry,
+            attempt,
+            q,
+            &self.plan.rootfs,
+            &rekey,
+            console.as_deref(),
+            &self.tail,
+        );
+        let mut vm = match restored.await {
+            Ok(r) => {
+                self.restored_lock = Some(r.rootfs_lock);
+                r.vm
+            }
+            Err(e) => return Warm::Failed(format!("{e:#}")),
+        };
+        self.set(|s| s.vmm_pid = vm.pid);
+        let limit = deadline.min(tokio::time::Instant::now() + Duration::from_secs(60));
+        match self.wait_boot(&mut vm, false, limit, signals).await {
+            Boot::Ready => {
+                let key = entry.meta.key.clone();
+                loud(&format!(
+                    "restored from snapshot {key} and re-keyed in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ));
+                self.set(|s| s.message = Some(format!("restored from snapshot {key}")));
+                Warm::Ready(vm)
+            }
+            Boot::Signal => Warm::Signal(vm),
+            Boot::Fallback(why) | Boot::Died(why) | Boot::Timeout(why) => {
+                vm.kill().await;
+                Warm::Failed(format!("the restored VM did not get ready: {why}"))
+            }
+        }
+    }
+
+    /// Saves a snapshot of the ready VM when snapshots are on and the cache
+    /// has none for it; a failure is reported and costs nothing else.
+    async fn save_snapshot(&self, attempt: Attempt, launch: &Launch) {
+        let Some(snapper) = &self.snapper else { return };
+        let Some(inputs) = snapper.to_save(attempt, launch) else {
+            return;
+        };
+        let Launch::Qemu(q) = launch else { return };
+        let key = inputs.key();
+        let t = Instant::now();
+        let saved = snapshot::save(
+            &snapper.cache,
+            inputs,
+            &q.qmp_socket,
+            q.agent_socket.as_deref(),
+            &self.plan.rootfs,
+        )
+        .await;
+        match saved {
+            Ok(m) => loud(&format!(
+                "saved snapshot {key} in {:.1} s (VM paused {} ms): memory {} MiB, disk {} MiB",
+                t.elapsed().as_secs_f64(),
+                m.pause_ms,
+                m.memory.size >> 20,
+                m.disk.size >> 20
+            )),
+            Err(e) => loud(&format!(
+                "could not save a snapshot ({e:#}); the VM runs on"
+            )),
+        }
     }
 
     async fn wait_boot(
@@ -368,6 +497,20 @@ impl Supervisor {
     }
 }
 
+/// How a restore ended.
+enum Warm {
+    Ready(Running),
+    Signal(Running),
+    Failed(String),
+}
+
+/// Puts the session's SSH identity into the rootfs (before a cold boot).
+fn inject_identity(plan: &Plan, id: &Identity) -> Result<(), Failure> {
+    inject::inject(&plan.rootfs, id, &plan.state_dir)
+        .with_context(|| format!("cannot put the SSH identity into {}", plan.rootfs.display()))?;
+    Ok(())
+}
+
 /// How one boot attempt ended.
 enum Boot {
     Ready,
@@ -473,16 +616,22 @@ fn launches(
     let mut out = Vec::new();
     for a in &plan.attempts {
         let launch = match a.vmm {
-            Vmm::Qemu => Launch::Qemu(inputs(Bus::of(plan.machine)).qemu(
-                QemuTarget {
-                    bin: plan.qemu_bin.clone().expect("checked in config"),
-                    name: format!("dozlab-{}", plan.session_id),
-                    machine: plan.machine,
-                    accel: a.accel,
-                    qmp_socket: plan.state_dir.join("qmp.sock"),
-                },
-                None,
-            )),
+            Vmm::Qemu => Launch::Qemu(
+                inputs(Bus::of(plan.machine)).qemu(
+                    QemuTarget {
+                        bin: plan.qemu_bin.clone().expect("checked in config"),
+                        name: format!("dozlab-{}", plan.session_id),
+                        machine: plan.machine,
+                        accel: a.accel,
+                        qmp_socket: plan.state_dir.join("qmp.sock"),
+                        agent_socket: plan
+                            .snapshot
+                            .as_ref()
+                            .map(|_| plan.state_dir.join("qga.sock")),
+                    },
+                    None,
+                ),
+            ),
             Vmm::Firecracker => {
                 let elf = firecracker_kernel(plan, kernel)?;
                 Launch::Firecracker(inputs(Bus::Mmio).firecracker(

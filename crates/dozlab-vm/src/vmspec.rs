@@ -104,6 +104,8 @@ impl VmSpec {
             tap: self.tap.clone(),
             mac: self.mac.clone(),
             qmp_socket: q.qmp_socket,
+            agent_socket: q.agent_socket,
+            incoming: None,
         }
     }
 
@@ -135,6 +137,8 @@ pub struct QemuTarget {
     pub machine: Machine,
     pub accel: Accel,
     pub qmp_socket: PathBuf,
+    /// See [`QemuPlan::agent_socket`].
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// What only Firecracker needs.
@@ -179,6 +183,7 @@ mod tests {
             machine,
             accel,
             qmp_socket: "/state/qmp.sock".into(),
+            agent_socket: None,
         }
     }
 

@@ -30,6 +30,8 @@ enum Command {
     NetworkSetup(dozlab_net::cli::Args),
     /// Boot and supervise the session's microVM.
     Vm(dozlab_vm::cli::VmArgs),
+    /// List, remove and prune the node's VM snapshots.
+    Snapshot(dozlab_vm::snapcli::SnapshotArgs),
     /// Serve the web terminal into the VM.
     Terminal(dozlab_terminal::cli::TerminalArgs),
     /// Generate per-student sessions for a class (FluxCD HelmReleases).
@@ -54,6 +56,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::InitRootfs(a) => dozlab_fetch::cli::run(a),
         Command::NetworkSetup(a) => dozlab_net::cli::run(a),
         Command::Vm(a) => dozlab_vm::cli::run(a),
+        Command::Snapshot(a) => dozlab_vm::snapcli::run(a),
         Command::Terminal(a) => dozlab_terminal::cli::run(a),
         Command::Classroom(a) => dozlab_classroom::cli::run_classroom(a),
         Command::Session(a) => dozlab_classroom::cli::run_session(a),

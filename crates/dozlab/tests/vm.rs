@@ -264,6 +264,8 @@ mod common;
 mod e2e;
 #[path = "vm/microvm.rs"]
 mod microvm;
+#[path = "vm/snapshot.rs"]
+mod snapshot;
 
 /// A stand-in `qemu-system-x86_64`: under KVM it "resets" at once like a
 /// stock kernel on these machines; under TCG it prints a kernel banner and a
