@@ -120,7 +120,24 @@ fn run_fetch(args: FetchArgs) -> CmdResult {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let fetched = rt.block_on(fetch_lab(&req)).map_err(|e| {
+    let outcome = rt.block_on(async {
+        // A stop (Ctrl-C, the kubelet's SIGTERM) drops the fetch, which
+        // removes everything it staged.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            r = fetch_lab(&req) => Ok(Some(r)),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = term.recv() => Ok::<_, anyhow::Error>(None),
+        }
+    })?;
+    let Some(result) = outcome else {
+        return Err(Failure::new(
+            130,
+            anyhow::anyhow!("interrupted: nothing was left at {}", req.dest.display()),
+        ));
+    };
+    let fetched = result.map_err(|e| {
         let code = if e.is_usage() { 2 } else { 1 };
         Failure::new(code, anyhow::Error::new(e))
     })?;

@@ -281,18 +281,20 @@ pub async fn fetch_lab(req: &FetchRequest) -> Result<Fetched, FetchLabError> {
     }
     let sha256 = req.sha256.as_deref().map(parse_sha256).transpose()?;
     let how = check_dest(&req.dest)?;
-    let stage_in = match how {
-        Dest::Fill => req.dest.clone(),
+    let (stage_in, prefix) = match how {
+        Dest::Fill => (req.dest.clone(), STAGE_PREFIX.to_string()),
         Dest::New => {
             let parent = parent_of(&req.dest);
             std::fs::create_dir_all(&parent)
                 .map_err(io_err(format!("cannot create {}", parent.display())))?;
-            parent
+            let base = req.dest.file_name().unwrap_or_default().to_string_lossy();
+            (parent, format!(".{base}{STAGE_PREFIX}"))
         }
     };
+    remove_stale_stages(&stage_in, &prefix);
     // Removed on drop: whatever fails (or a cancelled future) leaves nothing.
     let stage = tempfile::Builder::new()
-        .prefix(STAGE_PREFIX)
+        .prefix(&prefix)
         .tempdir_in(&stage_in)
         .map_err(io_err(format!(
             "cannot create a staging directory in {}",
@@ -346,6 +348,19 @@ pub async fn fetch_lab(req: &FetchRequest) -> Result<Fetched, FetchLabError> {
     }
     drop(stage);
     Ok(fetched)
+}
+
+/// Removes the stages of this destination that a killed run left.
+fn remove_stale_stages(dir: &Path, prefix: &str) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            tracing::info!(
+                "removing {}, left by an interrupted fetch",
+                e.path().display()
+            );
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn parent_of(dest: &Path) -> PathBuf {

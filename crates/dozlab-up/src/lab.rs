@@ -86,7 +86,24 @@ pub fn fetch(req: LabRequest, data_dir: &Path, cache: &Path) -> Result<LabConfig
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let fetched = rt.block_on(fetch_lab(&fetch_req)).map_err(lab_failure)?;
+    let outcome = rt.block_on(async {
+        // Ctrl-C or SIGTERM drops the fetch (it removes what it staged);
+        // the caller removes the claimed session.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            r = fetch_lab(&fetch_req) => Ok(Some(r)),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = term.recv() => Ok::<_, anyhow::Error>(None),
+        }
+    })?;
+    let Some(result) = outcome else {
+        return Err(Failure::new(
+            130,
+            anyhow!("interrupted while fetching the lab; nothing was started"),
+        ));
+    };
+    let fetched = result.map_err(lab_failure)?;
     for w in &fetched.warnings {
         eprintln!("{w}");
     }

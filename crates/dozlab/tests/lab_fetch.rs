@@ -319,3 +319,45 @@ fn refused_and_invalid_labs_leave_nothing() {
     assert!(names(&mounted).is_empty(), "{:?}", names(&mounted));
     assert_eq!(names(d.path()), vec!["empty", "evil.tar.gz", "labs", "mnt"]);
 }
+
+#[test]
+fn a_stopped_fetch_leaves_nothing_and_a_killed_ones_stage_is_swept() {
+    use dozlab_fetch::testing::Fault;
+    let d = tempfile::tempdir().unwrap();
+    let archive = tar_gz(&d.path().join("lab.tar.gz"), &toolbox(d.path()), &["."]);
+    let server = FaultServer::start().unwrap();
+    server.add("/lab.tar.gz", archive);
+    server.fail_always("/lab.tar.gz", Fault::StallAfter(100));
+    let url = server.url("/lab.tar.gz");
+    let dest = d.path().join("lab");
+    // A stage a SIGKILLed run left behind, for this destination.
+    let stale = d.path().join(".lab.dozlab-fetch-left");
+    std::fs::create_dir_all(stale.join("lab")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["lab", "fetch", &url, "--dest", s(&dest)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped (as the kubelet does) once the download is under way.
+    let t0 = std::time::Instant::now();
+    while server.requests("/lab.tar.gz").is_empty() {
+        assert!(t0.elapsed().as_secs() < 60, "the download never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!stale.exists(), "the stale stage was swept");
+    let staged: Vec<String> = names(d.path())
+        .into_iter()
+        .filter(|n| n.starts_with(".lab.dozlab-fetch-"))
+        .collect();
+    assert_eq!(staged.len(), 1, "{:?}", names(d.path()));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    assert_eq!(names(d.path()), vec!["lab.tar.gz", "labs"], "nothing left");
+}

@@ -449,3 +449,45 @@ fn root_up_with_a_lab_url_installs_it_and_the_terminal_serves_it() {
     assert!(down.status.success(), "{}", text(&down));
     env.assert_nothing_left(&n, false);
 }
+
+#[test]
+fn root_a_failing_intro_background_fails_the_start_and_leaves_nothing() {
+    need_root!();
+    let image = vm_image();
+    let env = Env::new();
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    write_lab(&lab);
+    write(
+        &lab,
+        "intro-bg.sh",
+        "#!/bin/sh\necho broken-setup-$((40+2)) >&2\nexit 3\n",
+    );
+    let n = name("bgfail");
+    // In the foreground this time, from a lab directory.
+    let out = env.run(&[
+        "up",
+        "--name",
+        &n,
+        "--image",
+        image.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--memory",
+        "768",
+        "--cpus",
+        "1",
+        "--no-internet",
+        "--ready-timeout",
+        "600",
+        "--lab",
+        lab.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("intro background intro-bg.sh failed (exit 3)") && t.contains("broken-setup-42"),
+        "{t}"
+    );
+    env.assert_nothing_left(&n, false);
+}
