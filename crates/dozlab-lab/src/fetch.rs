@@ -231,7 +231,8 @@ enum Dest {
 
 /// Checks the destination and says how it will be filled.
 fn check_dest(dest: &Path) -> Result<Dest, FetchLabError> {
-    let meta = match std::fs::symlink_metadata(dest) {
+    // Followed: a destination may be a symlink to the directory to fill.
+    let meta = match std::fs::metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Dest::New),
         Err(e) => return Err(io_err(format!("cannot read {}", dest.display()))(e)),
         Ok(m) => m,
@@ -291,6 +292,16 @@ pub async fn fetch_lab(req: &FetchRequest) -> Result<Fetched, FetchLabError> {
             (parent, format!(".{base}{STAGE_PREFIX}"))
         }
     };
+    if let LabSource::Dir(src) = &req.source
+        && let (Ok(src), Ok(inside)) = (src.canonicalize(), stage_in.canonicalize())
+        && inside.starts_with(&src)
+    {
+        return Err(FetchLabError::Usage(format!(
+            "--dest {} is inside the lab directory {}: give a destination outside it",
+            req.dest.display(),
+            src.display()
+        )));
+    }
     remove_stale_stages(&stage_in, &prefix);
     // Removed on drop: whatever fails (or a cancelled future) leaves nothing.
     let stage = tempfile::Builder::new()

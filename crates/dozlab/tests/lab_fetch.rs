@@ -314,6 +314,14 @@ fn refused_and_invalid_labs_leave_nothing() {
     assert!(text(&out).contains("not found"), "{}", text(&out));
     let out = fetch(&[s(&src), "--dest", s(&archive)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = fetch(&[s(&src), "--dest", s(&src.join("copy"))]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("inside the lab directory"),
+        "{}",
+        text(&out)
+    );
+    assert!(!src.join("copy").exists());
 
     assert!(!dest.exists(), "nothing at a new --dest");
     assert!(names(&mounted).is_empty(), "{:?}", names(&mounted));
