@@ -78,6 +78,11 @@ pub struct UpArgs {
     /// Cache for built and downloaded images.
     #[arg(long, env = "DOZLAB_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Snapshots of the booted VM (kept in CACHE/snapshots): auto = start from
+    /// one when the cache has a matching one, else boot and save one; refresh
+    /// = boot and replace it; off = always boot.
+    #[arg(long, value_parser = ["auto", "off", "refresh"], default_value = "auto")]
+    pub snapshot: String,
     /// A lab to open beside the terminal: a directory, a .tar.gz, or its
     /// http(s) URL. Validated before anything starts; its assets are copied
     /// into the VM and its intro's background run once the VM is ready.
@@ -163,6 +168,7 @@ fn config(args: &UpArgs, name: String) -> Result<Config, Failure> {
         detached: args.supervise_internal,
         internet: !args.no_internet,
         cache: args.cache.clone().unwrap_or_else(default_cache),
+        snapshot: args.snapshot.clone(),
         lab: None,
     })
 }

@@ -40,6 +40,8 @@ pub struct Config {
     /// Running as the detached supervisor: leave the terminal's session once ready.
     pub detached: bool,
     pub cache: PathBuf,
+    /// `--snapshot auto|off|refresh` (cache: `CACHE/snapshots`).
+    pub snapshot: String,
     /// `--lab`: the lab fetched into the session's data directory.
     pub lab: Option<crate::lab::LabConfig>,
 }

@@ -224,6 +224,10 @@ pub(crate) async fn boot(ctx: &mut Ctx<'_>) -> Result<Child, Failure> {
         // later and is tracked by the supervisor (see `--wait-docker`).
         "--docker-check".into(),
         "off".into(),
+        "--snapshot".into(),
+        ctx.cfg.snapshot.clone(),
+        "--snapshot-cache".into(),
+        ctx.cfg.cache.join("snapshots").display().to_string(),
     ];
     let mut vm = ctx.spawn("vm", &args, true)?;
     let deadline = Instant::now() + ctx.cfg.ready_timeout;

@@ -134,6 +134,8 @@ pub struct SnapshotPlan {
     pub cache: PathBuf,
     /// `refresh`: never restore, always save a new snapshot.
     pub refresh: bool,
+    /// The image has Docker: a snapshot is saved only once it answers.
+    pub docker: bool,
 }
 
 /// Host facts the checks depend on (swappable in tests).
@@ -193,6 +195,9 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
         DockerCheck::Off => false,
         DockerCheck::Auto => bootfiles::image_has_docker(&fs4, &a.rootfs),
     };
+    // A snapshot is of a VM whose Docker is up, whatever readiness waits for.
+    let image_docker = a.snapshot != crate::settings::SnapshotMode::Off
+        && bootfiles::image_has_docker(&fs4, &a.rootfs);
     drop(fs4);
     let (attempts, qemu_bin, firecracker_bin) = attempts(a, host)?;
     if !host.sys_net.join(&tap).join("tun_flags").exists() {
@@ -247,11 +252,11 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
         boot_timeout: Duration::from_secs(a.boot_timeout.max(1)),
         stop_timeout: Duration::from_secs(a.stop_timeout.max(1)),
         kvm_probe_timeout: Duration::from_secs(a.kvm_probe_timeout.max(1)),
-        snapshot: snapshot_plan(a)?,
+        snapshot: snapshot_plan(a, image_docker)?,
     })
 }
 
-fn snapshot_plan(a: &RunSettings) -> Result<Option<SnapshotPlan>, ConfigError> {
+fn snapshot_plan(a: &RunSettings, docker: bool) -> Result<Option<SnapshotPlan>, ConfigError> {
     use crate::settings::SnapshotMode;
     let refresh = match a.snapshot {
         SnapshotMode::Off => return Ok(None),
@@ -270,7 +275,11 @@ fn snapshot_plan(a: &RunSettings) -> Result<Option<SnapshotPlan>, ConfigError> {
             cache.display()
         )));
     }
-    Ok(Some(SnapshotPlan { cache, refresh }))
+    Ok(Some(SnapshotPlan {
+        cache,
+        refresh,
+        docker,
+    }))
 }
 
 fn check_session_id(id: &str) -> Result<(), ConfigError> {

@@ -340,9 +340,15 @@ pub async fn restore(
 ) -> Result<Restored, SnapshotError> {
     let tmp = TempDisk::new(rootfs, entry.meta.disk.size)?;
     let (src, dst) = (entry.disk(), tmp.path.clone());
+    let t0 = Instant::now();
     let disk = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let out = OpenOptions::new().write(true).open(&dst)?;
-        snapdisk::copy_and_digest(&File::open(&src)?, Some(&out))
+        let d = snapdisk::copy_and_digest(&File::open(&src)?, Some(&out));
+        tracing::info!(
+            "snapshot disk copied and hashed in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        d
     });
     let mem_path = entry.memory();
     let memory = tokio::task::spawn_blocking(move || snapdisk::digest(&File::open(&mem_path)?));
@@ -366,12 +372,20 @@ pub async fn restore(
                 return Err(SnapshotError::VmmExited("loading the snapshot".into()));
             }
         };
+        let loaded = t0.elapsed().as_secs_f64();
         check_digest("disk.raw", disk.await, &entry.meta.disk)?;
         check_digest("memory.bin", memory.await, &entry.meta.memory)?;
+        let verified = t0.elapsed().as_secs_f64();
         let lock = tmp.replace(rootfs)?;
         s.execute("cont", Value::Null).await?;
         let mut agent = Agent::connect(&agent_socket, AGENT_LIMIT).await?;
+        let agent_at = t0.elapsed().as_secs_f64();
         qga::rekey(&mut agent, rekey).await?;
+        tracing::info!(
+            "restore: memory loaded at {loaded:.1} s, files verified at {verified:.1} s, \
+             agent answered at {agent_at:.1} s, re-keyed at {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         Ok(lock)
     }
     .await;

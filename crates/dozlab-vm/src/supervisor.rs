@@ -338,6 +338,10 @@ impl Supervisor {
         };
         let Launch::Qemu(q) = launch else { return };
         let key = inputs.key();
+        if !self.snapshot_docker_up().await {
+            loud("no snapshot saved: the guest's Docker did not answer within the boot timeout");
+            return;
+        }
         let t = Instant::now();
         let saved = snapshot::save(
             &snapper.cache,
@@ -358,6 +362,26 @@ impl Supervisor {
             Err(e) => loud(&format!(
                 "could not save a snapshot ({e:#}); the VM runs on"
             )),
+        }
+    }
+
+    /// Waits (within `--boot-timeout`) for the guest's Docker when the image
+    /// has one and readiness did not already wait for it.
+    async fn snapshot_docker_up(&self) -> bool {
+        let wanted = self.plan.snapshot.as_ref().is_some_and(|s| s.docker);
+        if !wanted || self.check.docker.is_some() {
+            return true;
+        }
+        let addr = SocketAddr::from((self.plan.net.vm_ip, DOCKER_PORT));
+        let deadline = self.t0 + self.plan.boot_timeout;
+        loop {
+            if crate::ready::docker_ping(addr).await.is_ok() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
