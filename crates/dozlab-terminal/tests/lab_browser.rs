@@ -35,21 +35,9 @@ const HOSTILE: &str = r#"# Hostile intro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_runs_a_lab_step_and_keeps_progress_over_a_reload() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    for (path, fix) in [
-        (
-            web.join("node_modules/playwright-core"),
-            "run scripts/setup (npm install in crates/dozlab-terminal/web)",
-        ),
-        (
-            Path::new(&chromium).to_path_buf(),
-            "install chromium (scripts/setup)",
-        ),
-    ] {
-        dozlab_testkit::require_path!(path, fix);
+    if !browser::browser_available() {
+        return;
     }
-    dozlab_testkit::require_tool!("node");
     let Some(sshd) = Sshd::start() else { return };
 
     let work = tempfile::tempdir().unwrap();
@@ -95,25 +83,15 @@ async fn chromium_runs_a_lab_step_and_keeps_progress_over_a_reload() {
         std::future::pending(),
     ));
 
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/lab.png");
-    let _ = std::fs::remove_file(&shot);
-    let mut child = tokio::process::Command::new("node")
-        .arg("tests/lab.mjs")
-        .arg(format!("http://{addr}/"))
-        .arg(PASSWORD)
-        .arg(&shot)
-        .current_dir(&web)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let status = tokio::time::timeout(std::time::Duration::from_secs(180), child.wait())
-        .await
-        .expect("the browser test finishes")
-        .unwrap();
-    assert!(
-        status.success(),
-        "the lab browser test failed (see its output above)"
-    );
+    let shot = browser::screenshot("lab.png");
+    browser::run_script(
+        "lab.mjs",
+        &format!("http://{addr}/"),
+        PASSWORD,
+        &shot,
+        "the lab browser test",
+    )
+    .await;
     assert!(
         w.join("done").exists(),
         "the {{exec}} click ran in the shell"

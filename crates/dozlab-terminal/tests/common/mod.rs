@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod sshd;
 
 use dozlab_terminal::auth::Auth;

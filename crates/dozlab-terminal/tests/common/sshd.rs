@@ -1,98 +1,47 @@
-//! A real OpenSSH server (Debian's /usr/sbin/sshd) on 127.0.0.1 with throwaway
-//! keys, standing in for the VM. Killed by pid when dropped.
+//! The terminal's tests' view of the shared real sshd
+//! (`dozlab_ssh::testing::Sshd`, Debian's /usr/sbin/sshd on 127.0.0.1,
+//! standing in for the VM): throwaway keys, and the client key and
+//! `known_hosts` written as files the way `vm run` writes them for the
+//! terminal.
 
 #![allow(dead_code)]
 
-use std::net::TcpStream;
+use dozlab_ssh::keys::ed25519;
+use dozlab_ssh::testing::{self, SSHD};
+use russh::keys::ssh_key::LineEnding;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-pub const SSHD: &str = "/usr/sbin/sshd";
 
 pub struct Sshd {
-    pub dir: tempfile::TempDir,
+    inner: testing::Sshd,
     pub port: u16,
     pub user: String,
-    child: Child,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "dozlab-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(st.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Sshd {
     /// None, after a recorded skip (dozlab-testkit), when sshd is not installed.
     pub fn start() -> Option<Sshd> {
         dozlab_testkit::require_path!(Path::new(SSHD), "install openssh-server (scripts/setup)");
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host_key"));
-        keygen(&d.join("client_key"));
-        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir_all(d.join("home")).unwrap();
-        std::fs::create_dir_all("/run/sshd").ok();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-             Subsystem sftp internal-sftp -d {d}/home\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
-        let mut it = host_pub.split_whitespace();
-        let (kind, b64) = (it.next().unwrap(), it.next().unwrap());
-        std::fs::write(
-            d.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {kind} {b64}\n"),
-        )
-        .unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
-            .expect("sshd starts");
-        let sshd = Sshd {
-            dir,
+        let host = ed25519("dozlab-test-host");
+        let client = ed25519("dozlab-test");
+        let inner = testing::Sshd::start(&host, client.public_key());
+        let port = inner.port;
+        let key = client
+            .to_openssh(LineEnding::LF)
+            .expect("client key encodes");
+        write_private(&inner.path("client_key"), key.as_bytes());
+        let line = dozlab_ssh::known_hosts::line("127.0.0.1", port, host.public_key())
+            .expect("host key encodes");
+        std::fs::write(inner.path("known_hosts"), line).unwrap();
+        Some(Sshd {
+            inner,
             port,
-            user: whoami(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start listening on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(sshd)
+            user: testing::Sshd::user(),
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.inner.path(name)
     }
 
     pub fn key(&self) -> PathBuf {
@@ -109,9 +58,13 @@ impl Sshd {
     }
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn write_private(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the client key file");
+    f.write_all(data).expect("write the client key file");
 }
