@@ -8,6 +8,7 @@ pub mod assets;
 pub mod fetch;
 pub mod image;
 pub mod index;
+pub mod install;
 pub mod markdown;
 pub mod model;
 pub mod problem;

@@ -173,13 +173,6 @@ pub(crate) async fn install(ctx: &mut Ctx<'_>, factory: &SocketFactory) -> Resul
         ),
     );
     let lab = dozlab_lab::load(&cfg.dir).map_err(anyhow::Error::from)?;
-    let mut files = Vec::new();
-    for rule in &lab.assets {
-        files.extend(
-            rule.expand(&lab.dir)
-                .with_context(|| format!("the lab's assets ({})", rule.file))?,
-        );
-    }
     if dozlab_lab::labtest::uses_docker(&lab) && ctx.s.docker_ready == Some(false) {
         // Its scripts use Docker: the intro's background may already.
         let deadline = Instant::now() + ctx.cfg.ready_timeout;
@@ -195,64 +188,36 @@ pub(crate) async fn install(ctx: &mut Ctx<'_>, factory: &SocketFactory) -> Resul
     let vm = Vm::connect(&ssh_target(ctx))
         .await
         .context("cannot reach the VM over SSH to install the lab")?;
-    vm.upload(&files)
-        .await
-        .context("cannot copy the lab's assets into the VM")?;
-    let background = run_intro_background(ctx, &vm, &lab).await?;
+    let result = dozlab_lab::install::install(&vm, &lab).await;
+    let ran = match &result {
+        Ok(done) => done.background.as_ref().map(|(rel, o)| (rel.as_str(), o)),
+        Err(e) => e.outcome().map(|o| ("intro background", o)),
+    };
+    if let Some((rel, o)) = ran {
+        let head = format!(
+            "== {rel} (exit {:?}, {:.1}s) ==\n",
+            o.status,
+            o.elapsed.as_secs_f64()
+        );
+        let _ = std::fs::write(ctx.log("lab"), [head.as_bytes(), &o.output].concat());
+    }
+    let done = result.map_err(anyhow::Error::from)?;
+    let n = done.files.len();
+    let background = done
+        .background
+        .map(|(rel, o)| {
+            format!(
+                ", intro background {rel} in {:.1}s",
+                o.elapsed.as_secs_f64()
+            )
+        })
+        .unwrap_or_default();
     ctx.done(format!(
-        "{}: {} asset{}{background}",
+        "{}: {n} asset{}{background}",
         cfg.record.title,
-        files.len(),
-        if files.len() == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" }
     ));
     Ok(())
-}
-
-/// Runs the intro's `background` to its end; returns the phase's detail.
-async fn run_intro_background(
-    ctx: &Ctx<'_>,
-    vm: &Vm,
-    lab: &dozlab_lab::Lab,
-) -> Result<String, Failure> {
-    let Some(rel) = lab.intro.as_ref().and_then(|p| p.background.as_ref()) else {
-        return Ok(String::new());
-    };
-    let text = lab
-        .read(rel)
-        .with_context(|| format!("cannot read the lab's {rel}"))?;
-    let limit = lab.timeouts.background;
-    let o = vm
-        .run_script(&text, limit)
-        .await
-        .with_context(|| format!("cannot run the lab's {rel} in the VM"))?;
-    let log = ctx.log("lab");
-    let _ = std::fs::write(
-        &log,
-        [
-            format!("== intro background {rel} ({:?}) ==\n", o.status).as_bytes(),
-            &o.output,
-        ]
-        .concat(),
-    );
-    if o.timed_out {
-        return Err(anyhow!(
-            "the lab's intro background {rel} did not finish within {} s (dozlab.backgroundTimeout)",
-            limit.as_secs()
-        )
-        .into());
-    }
-    if !o.success() {
-        return Err(anyhow!(
-            "the lab's intro background {rel} failed (exit {}); its last lines:\n{}",
-            o.status.unwrap_or(0),
-            o.last_lines(15)
-        )
-        .into());
-    }
-    Ok(format!(
-        ", intro background {rel} in {:.1}s",
-        o.elapsed.as_secs_f64()
-    ))
 }
 
 /// SSH to the VM through the session's published loopback port.
