@@ -313,6 +313,7 @@ pub async fn fetch_lab(req: &FetchRequest) -> Result<Fetched, FetchLabError> {
         )))?;
     let unpacked = stage.path().join("lab");
     std::fs::create_dir(&unpacked)
+        .and_then(|()| set_mode(&unpacked, unpack::DIR_MODE))
         .map_err(io_err(format!("cannot create {}", unpacked.display())))?;
     let name = req.source.to_string();
     let unsafe_err = |source| FetchLabError::Unsafe {
@@ -445,7 +446,13 @@ fn write_marker(root: &Path, name: &str, sha256: Option<&str>) -> Result<(), Fet
     let json = serde_json::json!({ "source": name, "sha256": sha256 });
     let path = root.join(MARKER);
     std::fs::write(&path, format!("{json:#}\n"))
+        .and_then(|()| set_mode(&path, 0o644))
         .map_err(io_err(format!("cannot write {}", path.display())))
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 fn summary(

@@ -7,8 +7,10 @@
 //! an absolute path, a `..` component, a symlink, a hard link or a device
 //! is refused (a lab needs none, and each could write or read outside the
 //! destination); a symlink in a source directory is followed only when it
-//! resolves inside that directory. Modes keep their permission bits (no
-//! set-id bits); owners are not kept. The total size and the number of
+//! resolves inside that directory. Files keep their permission bits (no
+//! set-id bits) and are made readable by all, directories are 0755 (the
+//! terminal that serves the lab may run as another user than the fetch,
+//! and under any umask); owners are not kept. The total size and the number of
 //! entries are limited, and a name given twice is an error.
 
 use std::io::Read;
@@ -172,7 +174,7 @@ pub fn unpack_tar(archive: impl Read, dest: &Path, limits: Limits) -> Result<usi
             EntryType::Directory => {
                 let Some(rel) = rel else { continue };
                 budget.take(&name, 0)?;
-                make_dir(dest, &rel, mode | 0o700)?;
+                make_dir(dest, &rel)?;
             }
             EntryType::Regular | EntryType::Continuous => {
                 let Some(rel) = rel else {
@@ -183,7 +185,7 @@ pub fn unpack_tar(archive: impl Read, dest: &Path, limits: Limits) -> Result<usi
                 };
                 budget.take(&name, entry.size())?;
                 if let Some(parent) = rel.parent() {
-                    make_dir(dest, parent, 0o755)?;
+                    make_dir(dest, parent)?;
                 }
                 write_file(&mut entry, &dest.join(&rel), &name, mode)?;
                 files += 1;
@@ -211,19 +213,31 @@ fn kind_name(t: tar::EntryType) -> String {
     }
 }
 
-/// Creates `dest/rel` and its parents (directories only: an existing file
-/// on the way is an error from the OS).
-fn make_dir(dest: &Path, rel: &Path, mode: u32) -> Result<(), UnpackError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let path = dest.join(rel);
-    if path.is_dir() {
-        return Ok(());
+/// Mode of every directory of a fetched lab.
+pub const DIR_MODE: u32 = 0o755;
+
+/// The mode a lab file gets: its permission bits, readable by all.
+pub fn file_mode(mode: u32) -> u32 {
+    (mode & 0o777) | 0o444
+}
+
+/// Creates `dest/rel` and its missing parents, each [`DIR_MODE`] whatever
+/// the umask (an existing file on the way is an error from the OS).
+fn make_dir(dest: &Path, rel: &Path) -> Result<(), UnpackError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut path = dest.to_path_buf();
+    for part in rel.components() {
+        path.push(part);
+        if path.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&path)
+            .and_then(|()| {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE))
+            })
+            .map_err(io(format!("cannot create {}", path.display())))?;
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(&path)
-        .map_err(io(format!("cannot create {}", path.display())))
+    Ok(())
 }
 
 /// Writes `from` into the new file `path` (never over an existing one).
@@ -242,7 +256,7 @@ fn write_file(from: &mut impl Read, path: &Path, name: &str, mode: u32) -> Resul
         Err(e) => return Err(io(format!("cannot create {}", path.display()))(e)),
     };
     std::io::copy(from, &mut f).map_err(UnpackError::Corrupt)?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
+    f.set_permissions(std::fs::Permissions::from_mode(file_mode(mode)))
         .map_err(io(format!("cannot set the mode of {}", path.display())))
 }
 
@@ -298,7 +312,7 @@ fn copy_tree(
         let ft = meta.file_type();
         if ft.is_dir() {
             budget.take(&shown, 0)?;
-            make_dir(dest, &rel, 0o755)?;
+            make_dir(dest, &rel)?;
             copy_tree(root, &path, &rel, dest, budget, files)?;
         } else if ft.is_file() {
             budget.take(&shown, meta.len())?;
@@ -358,18 +372,24 @@ mod tests {
         use tar::EntryType::{Directory, Regular};
         let t = tar_of(&[
             ("./", Directory, b"", 0o755),
-            ("lab/", Directory, b"", 0o755),
-            ("lab/index.json", Regular, b"{}", 0o644),
+            ("lab/", Directory, b"", 0o700),
+            ("lab/index.json", Regular, b"{}", 0o600),
             ("lab/assets/bin/run.sh", Regular, b"echo", 0o4755),
+            ("lab/bin/tool", Regular, b"x", 0o700),
         ]);
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(unpack_tar(&t[..], d.path(), Limits::default()).unwrap(), 2);
+        assert_eq!(unpack_tar(&t[..], d.path(), Limits::default()).unwrap(), 3);
         assert_eq!(
             std::fs::read(d.path().join("lab/index.json")).unwrap(),
             b"{}"
         );
         assert_eq!(mode_of(&d.path().join("lab/assets/bin/run.sh")), 0o755);
+        // Readable by all (the terminal may be another user), set-id dropped.
         assert_eq!(mode_of(&d.path().join("lab/index.json")), 0o644);
+        assert_eq!(mode_of(&d.path().join("lab/bin/tool")), 0o744);
+        for dir in ["lab", "lab/assets", "lab/assets/bin", "lab/bin"] {
+            assert_eq!(mode_of(&d.path().join(dir)), 0o755, "{dir}");
+        }
     }
 
     #[test]

@@ -105,7 +105,8 @@ fn assert_toolbox(dest: &Path) {
     ] {
         assert!(dest.join(f).is_file(), "{f} in {}", dest.display());
     }
-    assert_eq!(mode(&dest.join("assets/bin/site-stats.sh")), 0o750);
+    // Permission bits kept, readable by all.
+    assert_eq!(mode(&dest.join("assets/bin/site-stats.sh")), 0o754);
     assert_eq!(mode(&dest.join("setup.sh")), 0o644);
 }
 
@@ -368,4 +369,46 @@ fn a_stopped_fetch_leaves_nothing_and_a_killed_ones_stage_is_swept() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("interrupted"), "{}", text(&out));
     assert_eq!(names(d.path()), vec!["lab.tar.gz", "labs"], "nothing left");
+}
+
+#[test]
+fn a_private_archive_fetched_under_umask_077_is_readable_by_all() {
+    // The terminal serving the lab may be another user than the fetch.
+    let d = tempfile::tempdir().unwrap();
+    let src = toolbox(d.path());
+    let st = Command::new("chmod")
+        .args(["-R", "go-rwx"])
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let archive = d.path().join("private.tar.gz");
+    tar_gz(&archive, &src, &["."]);
+    let dest = d.path().join("lab");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 077; exec {BIN} lab fetch {} --dest {}",
+            s(&archive),
+            s(&dest)
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut seen = 0;
+    let mut dirs = vec![dest.clone()];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(mode(&dir), 0o755, "{}", dir.display());
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o444, 0o444, "{}", p.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 10, "{seen} files");
+    assert_eq!(mode(&dest.join("assets/bin/site-stats.sh")), 0o740 | 0o444);
 }
