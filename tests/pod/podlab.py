@@ -56,6 +56,11 @@ ADAPTATIONS = [
      "is not applied (every container gets Podman's 10 s stop timeout)",
      "the pod is stopped first with `podman pod stop --time <terminationGracePeriodSeconds>` "
      "(SIGTERM, then the grace period), then removed with `podman kube down`"),
+    ("a containerPort without hostPort is published on the host at the same port on every address "
+     "(0.0.0.0:8081 ...): a second pod, or `dozlab up` on the same machine, makes `kube play` fail "
+     "(\"address already in use\"), and the session is open to the host's networks",
+     "`ports` are removed from the played containers; the tests reach the pod at its IP "
+     "(the rendered ports stay in the rendered pod)"),
 ]
 # Fields Podman 4.3 accepts and ignores (left in the YAML, not enforced here):
 IGNORED = [
@@ -153,6 +158,7 @@ def adapt_pod(rendered: dict) -> dict:
     for c in spec.get("initContainers", []) + spec["containers"]:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             c.pop(probe, None)
+        c.pop("ports", None)
         c["env"] = [e for e in c.get("env", [])
                     if (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") != "status.podIP"]
         for m in c.get("volumeMounts", []):

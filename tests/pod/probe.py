@@ -8,6 +8,7 @@ Commands:
   terminal URL PASSWORD COMMAND  log in to the Dozlab terminal over HTTP,
                                  open its WebSocket, run COMMAND in the VM's
                                  shell and return what the shell printed
+  lab URL PASSWORD               log in to the Dozlab terminal and GET /api/lab
 
 Standard library only: it runs with whatever Python runs the tests.
 """
@@ -149,6 +150,27 @@ def terminal(url: str, password: str, command: str, deadline_s: float = 180) -> 
     return {"ok": False, "step": "shell", "events": events, "output": output.decode("utf-8", "replace")}
 
 
+def lab(url: str, password: str) -> dict:
+    """Log in to the terminal at URL and return GET /api/lab (status, JSON)."""
+    base = url.rstrip("/")
+    login = http_request("POST", base + "/login", "password=" + urllib.parse.quote(password))
+    cookies = [c.split(";", 1)[0] for c in login["set_cookie"]]
+    if login["status"] not in (302, 303) or not cookies:
+        return {"ok": False, "step": "login", "status": login["status"], "body": login["body"][:500]}
+    u = urllib.parse.urlsplit(base + "/api/lab")
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=20)
+    conn.request("GET", u.path, headers={"Cookie": "; ".join(cookies)})
+    r = conn.getresponse()
+    body = r.read().decode("utf-8", "replace")
+    conn.close()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    return {"ok": r.status == 200 and data is not None, "status": r.status, "json": data,
+            "body": body[:2000]}
+
+
 def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
     try:
@@ -158,6 +180,8 @@ def main(argv: list[str]) -> int:
             out = connect(args[0], int(args[1]))
         elif cmd == "terminal":
             out = terminal(args[0], args[1], args[2])
+        elif cmd == "lab":
+            out = lab(args[0], args[1])
         else:
             print(f"unknown command {cmd}", file=sys.stderr)
             return 2
