@@ -73,26 +73,14 @@ impl Agent {
         Err(QgaError::NoAgent(limit.as_secs()))
     }
 
-    /// Sets the guest's wall clock to the host's (`guest-set-time`, which
-    /// also writes the RTC); falls back to `date` when the agent refuses.
+    /// Sets the guest's wall clock to the host's with `date -s` (QEMU's
+    /// `guest-set-time` also runs `hwclock -w`, which waits up to a second
+    /// for the RTC and is not needed: the guest keeps time with its clocksource).
     pub async fn set_clock(&mut self) -> Result<(), QgaError> {
-        let now = now_ns();
-        let limit = Duration::from_secs(10);
-        match self
-            .s
-            .execute_within("guest-set-time", json!({ "time": now }), limit)
+        let at = date_arg(now_ns());
+        self.run_checked("date", "/bin/date", &["-u", "-s", &at], b"")
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::info!("guest-set-time: {e}; setting the clock with date");
-                let ns = now_ns();
-                let at = format!("@{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
-                self.run_checked("date", "/bin/date", &["-u", "-s", &at], b"")
-                    .await
-                    .map(drop)
-            }
-        }
+            .map(drop)
     }
 
     /// Runs `path args` in the guest with `stdin`, waits for it, returns its output.
@@ -187,33 +175,31 @@ impl Rekey {
         })
     }
 
-    /// The shell script (fed to `sh -s` on stdin) that installs the secrets,
-    /// reseeds the CRNG (`RNDRESEEDCRNG` through perl, which every Debian
-    /// has), forgets the old neighbours and restarts sshd.
-    pub fn script(&self) -> String {
+    /// The shell script (fed to `sh -s` on stdin) that sets the clock to
+    /// `now_ns` (host time when it is sent), rewrites the secrets in place
+    /// (the files exist, from the cold boot the snapshot was taken of, and
+    /// keep their modes; shell builtins only, every process costs under
+    /// TCG), reseeds the CRNG (`RNDRESEEDCRNG` through perl, which every
+    /// Debian has), forgets the old neighbours and makes sshd re-exec with
+    /// the new host key (SIGHUP; `systemctl restart` when there is no pid file).
+    pub fn script(&self, now_ns: i64) -> String {
         let hex: String = self.entropy.iter().map(|b| format!("{b:02x}")).collect();
         format!(
             r#"set -eu
+date -u -s {at} >/dev/null
 umask 077
 k=/etc/ssh/ssh_host_ed25519_key
-cat > "$k.dozlab" <<'DOZLAB_KEY_EOF'
+cat > "$k" <<'DOZLAB_KEY_EOF'
 {private}
 DOZLAB_KEY_EOF
-printf '%s\n' '{public}' > "$k.pub.dozlab"
-chmod 0600 "$k.dozlab"; chmod 0644 "$k.pub.dozlab"
-mv -f "$k.dozlab" "$k"; mv -f "$k.pub.dozlab" "$k.pub"
-mkdir -p /root/.ssh; chmod 0700 /root/.ssh
-printf '%s\n' '{authorized}' > /root/.ssh/authorized_keys.dozlab
-chmod 0600 /root/.ssh/authorized_keys.dozlab
-mv -f /root/.ssh/authorized_keys.dozlab /root/.ssh/authorized_keys
-printf '%s\n' '{machine_id}' > /etc/machine-id.dozlab
-chmod 0444 /etc/machine-id.dozlab
-mv -f /etc/machine-id.dozlab /etc/machine-id
+printf '%s\n' '{public}' > "$k.pub"
+printf '%s\n' '{authorized}' > /root/.ssh/authorized_keys
+printf '%s\n' '{machine_id}' > /etc/machine-id
 printf '%s' '{hex}' | perl -e 'open(my $u, ">", "/dev/urandom") or die "urandom: $!"; my $h = <STDIN>; syswrite($u, pack("H*", $h)) or die "write: $!"; ioctl($u, 0x5207, 0) or die "RNDRESEEDCRNG: $!"'
 ip neigh flush all >/dev/null 2>&1 || true
-sync
-systemctl restart ssh.service
+if read -r pid < /run/sshd.pid 2>/dev/null; then kill -HUP "$pid"; else systemctl restart ssh.service; fi
 "#,
+            at = date_arg(now_ns),
             private = self.host_private.trim_end(),
             public = self.host_public,
             authorized = self.authorized_key,
@@ -222,19 +208,18 @@ systemctl restart ssh.service
     }
 }
 
-/// Re-keys a restored guest: clock first (the snapshot's clock is behind),
-/// then the secrets and sshd.
+/// Re-keys a restored guest (clock, secrets, RNG, sshd) in one `guest-exec`.
 pub async fn rekey(agent: &mut Agent, rekey: &Rekey) -> Result<(), QgaError> {
-    agent.set_clock().await?;
+    let script = rekey.script(now_ns());
     agent
-        .run_checked(
-            "the re-key script",
-            "/bin/sh",
-            &["-s"],
-            rekey.script().as_bytes(),
-        )
+        .run_checked("the re-key script", "/bin/sh", &["-s"], script.as_bytes())
         .await
         .map(drop)
+}
+
+/// `@SECONDS.NANOSECONDS` for `date -s`.
+fn date_arg(ns: i64) -> String {
+    format!("@{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
 fn now_ns() -> i64 {
@@ -284,20 +269,24 @@ mod tests {
     fn the_script_installs_every_secret_and_restarts_sshd() {
         let id = Identity::generate("t");
         let r = Rekey::for_identity(&id).unwrap();
-        let s = r.script();
+        let s = r.script(1_796_000_000_123_456_789);
+        assert!(s.contains("date -u -s @1796000000.123456789"), "{s}");
         assert!(s.contains(r.host_private.trim_end()));
         assert!(s.contains(&r.host_public) && s.contains(&r.authorized_key));
         assert!(s.contains(&r.machine_id));
         assert!(s.contains("0x5207"), "RNDRESEEDCRNG");
-        assert!(s.trim_end().ends_with("systemctl restart ssh.service"));
+        assert!(
+            s.trim_end()
+                .ends_with("else systemctl restart ssh.service; fi")
+        );
         // Keys are single-quoted: no quote may appear inside them.
         assert!(!r.host_public.contains('\'') && !r.authorized_key.contains('\''));
     }
 
-    /// A stand-in agent: answers guest-sync, guest-set-time, guest-exec and
+    /// A stand-in agent: answers guest-sync, guest-exec and
     /// guest-exec-status; records what it was sent.
     #[tokio::test]
-    async fn sync_set_time_and_exec_with_stdin() {
+    async fn sync_clock_and_exec_with_stdin() {
         let t = tempfile::tempdir().unwrap();
         let sock = t.path().join("qga.sock");
         let listener = UnixListener::bind(&sock).unwrap();
@@ -310,7 +299,6 @@ mod tests {
                 let v: Value = serde_json::from_str(&l).unwrap();
                 let reply = match v["execute"].as_str().unwrap() {
                     "guest-sync" => json!({"return": v["arguments"]["id"]}),
-                    "guest-set-time" => json!({"return": {}}),
                     "guest-exec" => json!({"return": {"pid": 7}}),
                     "guest-exec-status" => json!({"return": {
                         "exited": true, "exitcode": 0,
@@ -331,9 +319,14 @@ mod tests {
         assert_eq!((out.code, out.stdout.as_slice()), (0, b"ok".as_slice()));
         drop(a);
         let seen = server.await.unwrap();
-        let t = seen[1]["arguments"]["time"].as_i64().unwrap();
-        assert!((t - now_ns()).abs() < 60_000_000_000, "host time in ns");
-        assert_eq!(seen[2]["arguments"]["input-data"], B64.encode(b"echo ok"));
-        assert_eq!(seen[3]["arguments"]["pid"], 7);
+        assert_eq!(seen[1]["arguments"]["path"], "/bin/date");
+        let at = seen[1]["arguments"]["arg"][2].as_str().unwrap().to_string();
+        let secs: f64 = at.trim_start_matches('@').parse().unwrap();
+        assert!(
+            (secs - now_ns() as f64 / 1e9).abs() < 60.0,
+            "host time: {at}"
+        );
+        assert_eq!(seen[3]["arguments"]["input-data"], B64.encode(b"echo ok"));
+        assert_eq!(seen[4]["arguments"]["pid"], 7);
     }
 }
