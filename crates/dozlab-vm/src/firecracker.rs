@@ -1,6 +1,7 @@
 //! The Firecracker backend: the command line (plain or under the jailer)
 //! and the HTTP API over the Unix socket (boot source, root drive, machine
-//! config, network interface, then `InstanceStart`; `SendCtrlAltDel` to stop).
+//! config, network interface, then `InstanceStart`; `SendCtrlAltDel` to stop;
+//! pause, resume, snapshot create and load).
 //!
 //! Request bodies follow the public API spec
 //! (`src/firecracker/swagger/firecracker.yaml` of firecracker-microvm/firecracker);
@@ -250,6 +251,73 @@ pub async fn configure_and_start(socket: &Path, plan: &FcPlan) -> Result<(), FcE
         send(socket, &req).await?;
     }
     Ok(())
+}
+
+/// `PATCH /vm {"state": "Paused"}`: stops the vCPUs (before a snapshot).
+pub fn pause() -> ApiRequest {
+    ApiRequest {
+        method: "PATCH",
+        path: "/vm".into(),
+        body: json!({"state": "Paused"}),
+    }
+}
+
+/// `PATCH /vm {"state": "Resumed"}`.
+pub fn resume() -> ApiRequest {
+    ApiRequest {
+        method: "PATCH",
+        path: "/vm".into(),
+        body: json!({"state": "Resumed"}),
+    }
+}
+
+/// `PUT /snapshot/create`: a full snapshot (device state file + guest
+/// memory file) of a paused microVM. Paths are Firecracker's (in the jail).
+pub fn snapshot_create(snapshot_path: &str, mem_file_path: &str) -> ApiRequest {
+    put(
+        "/snapshot/create",
+        json!({
+            "snapshot_type": "Full",
+            "snapshot_path": snapshot_path,
+            "mem_file_path": mem_file_path,
+        }),
+    )
+}
+
+/// `PUT /snapshot/load`: the first and only configuration call of a fresh
+/// Firecracker that restores a snapshot; the memory comes from a file and
+/// the VM stays paused (`resume_vm: false`) until [`resume`], so the caller
+/// can check the files' digests first, as for QEMU.
+pub fn snapshot_load(snapshot_path: &str, mem_file_path: &str) -> ApiRequest {
+    put(
+        "/snapshot/load",
+        json!({
+            "snapshot_path": snapshot_path,
+            "mem_backend": {"backend_type": "File", "backend_path": mem_file_path},
+            "resume_vm": false,
+        }),
+    )
+}
+
+/// Pause, full snapshot, resume (the VM runs on even when the snapshot fails).
+pub async fn save_snapshot(
+    socket: &Path,
+    snapshot_path: &str,
+    mem_path: &str,
+) -> Result<(), FcError> {
+    send(socket, &pause()).await?;
+    let made = send(socket, &snapshot_create(snapshot_path, mem_path)).await;
+    send(socket, &resume()).await?;
+    made
+}
+
+/// Loads a snapshot into a fresh (unconfigured) Firecracker, paused.
+pub async fn load_snapshot(
+    socket: &Path,
+    snapshot_path: &str,
+    mem_path: &str,
+) -> Result<(), FcError> {
+    send(socket, &snapshot_load(snapshot_path, mem_path)).await
 }
 
 /// Asks the guest to shut down (Ctrl-Alt-Del on the i8042 keyboard controller).

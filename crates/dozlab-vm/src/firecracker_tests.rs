@@ -5,7 +5,9 @@
 //! `src/firecracker/swagger/firecracker.yaml` (BootSource, Drive,
 //! MachineConfiguration, NetworkInterface, InstanceActionInfo), including
 //! Firecracker's refusal of unknown fields and of `InstanceStart` before a
-//! kernel and a root drive are configured.
+//! kernel and a root drive are configured, and the snapshot rules
+//! (SnapshotCreateParams, SnapshotLoadParams, Vm): a snapshot only of a
+//! paused VM, a load only into a Firecracker with nothing configured.
 
 use super::*;
 use http_body_util::BodyExt;
@@ -71,6 +73,38 @@ const ACTION: Schema = Schema {
     )],
 };
 
+const VM_STATE: Schema = Schema {
+    required: &["state"],
+    props: &[("state", "enum:Paused|Resumed")],
+};
+const SNAPSHOT_CREATE: Schema = Schema {
+    required: &["mem_file_path", "snapshot_path"],
+    props: &[
+        ("mem_file_path", "string"),
+        ("snapshot_path", "string"),
+        ("snapshot_type", "enum:Full|Diff"),
+    ],
+};
+const SNAPSHOT_LOAD: Schema = Schema {
+    required: &["snapshot_path"],
+    props: &[
+        ("enable_diff_snapshots", "boolean"),
+        ("track_dirty_pages", "boolean"),
+        ("mem_file_path", "string"),
+        ("mem_backend", "object"),
+        ("snapshot_path", "string"),
+        ("resume_vm", "boolean"),
+        ("network_overrides", "array"),
+    ],
+};
+const MEM_BACKEND: Schema = Schema {
+    required: &["backend_type", "backend_path"],
+    props: &[
+        ("backend_type", "enum:File|Uffd"),
+        ("backend_path", "string"),
+    ],
+};
+
 fn check(schema: &Schema, body: &Value) -> Result<(), String> {
     let obj = body.as_object().ok_or("body is not a JSON object")?;
     for r in schema.required {
@@ -89,6 +123,7 @@ fn check(schema: &Schema, body: &Value) -> Result<(), String> {
             "boolean" => v.is_boolean(),
             "integer" => v.is_u64(),
             "object" => v.is_object(),
+            "array" => v.is_array(),
             e => v
                 .as_str()
                 .is_some_and(|s| e.trim_start_matches("enum:").split('|').any(|x| x == s)),
@@ -107,6 +142,9 @@ struct FakeVmm {
     kernel: bool,
     root: bool,
     started: bool,
+    paused: bool,
+    /// Anything configured (a snapshot load must come first).
+    configured: bool,
     /// Refuse this path with 400.
     fail_on: Option<String>,
 }
@@ -117,9 +155,41 @@ impl FakeVmm {
         if self.fail_on.as_deref() == Some(path) {
             return Err("injected fault".into());
         }
+        if method == "PATCH" && path == "/vm" {
+            check(&VM_STATE, &body)?;
+            if !self.started {
+                return Err("The microVM is not running.".into());
+            }
+            self.paused = body["state"] == "Paused";
+            return Ok(());
+        }
         if method != "PUT" {
             return Err(format!("{method} is not used by this client"));
         }
+        if path == "/snapshot/create" {
+            check(&SNAPSHOT_CREATE, &body)?;
+            if !(self.started && self.paused) {
+                return Err("Cannot create a snapshot of a microVM that is not paused.".into());
+            }
+            return Ok(());
+        }
+        if path == "/snapshot/load" {
+            check(&SNAPSHOT_LOAD, &body)?;
+            match (&body.get("mem_backend"), &body.get("mem_file_path")) {
+                (Some(b), None) => check(&MEM_BACKEND, b)?,
+                (None, Some(_)) => {}
+                _ => return Err("give exactly one of mem_backend and mem_file_path".into()),
+            }
+            if self.configured || self.started {
+                return Err("Loading a microVM snapshot not allowed after configuring boot-specific resources.".into());
+            }
+            self.started = true;
+            self.kernel = true;
+            self.root = true;
+            self.paused = body["resume_vm"] != true;
+            return Ok(());
+        }
+        self.configured = true;
         let pre_boot = |s: &Self| -> Result<(), String> {
             if s.started {
                 Err("The requested operation is not supported after starting the microVM.".into())
@@ -354,4 +424,81 @@ fn prepare_jail_links_files_with_the_jail_owner() {
     let m = std::fs::metadata(root.join("rootfs.ext4")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.nlink()), (4242, 4343, 2));
     assert!(root.join("run").is_dir());
+}
+
+#[tokio::test]
+async fn snapshot_create_of_a_paused_vm_and_load_into_a_fresh_one() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plan(t.path());
+    let vmm = Arc::new(Mutex::new(FakeVmm::default()));
+    serve(&p.api_socket, vmm.clone());
+    configure_and_start(&p.api_socket, &p).await.unwrap();
+    save_snapshot(&p.api_socket, "/snap/vm.state", "/snap/mem")
+        .await
+        .unwrap();
+    {
+        let v = vmm.lock().unwrap();
+        let tail: Vec<_> = v.log[5..]
+            .iter()
+            .map(|(m, p, b)| format!("{m} {p} {b}"))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                r#"PATCH /vm {"state":"Paused"}"#,
+                r#"PUT /snapshot/create {"mem_file_path":"/snap/mem","snapshot_path":"/snap/vm.state","snapshot_type":"Full"}"#,
+                r#"PATCH /vm {"state":"Resumed"}"#,
+            ]
+        );
+        assert!(!v.paused, "running again");
+    }
+    // A fresh Firecracker: load first, paused; resume after the checks.
+    let sock2 = t.path().join("fc2.sock");
+    let fresh = Arc::new(Mutex::new(FakeVmm::default()));
+    serve(&sock2, fresh.clone());
+    load_snapshot(&sock2, "/snap/vm.state", "/snap/mem")
+        .await
+        .unwrap();
+    assert!(fresh.lock().unwrap().paused);
+    send(&sock2, &resume()).await.unwrap();
+    assert!(!fresh.lock().unwrap().paused);
+    // Loading into a configured Firecracker is refused, with its message.
+    let sock3 = t.path().join("fc3.sock");
+    serve(&sock3, Arc::new(Mutex::new(FakeVmm::default())));
+    send(&sock3, &p.requests()[0]).await.unwrap();
+    let e = load_snapshot(&sock3, "/snap/vm.state", "/snap/mem")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not allowed after configuring"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_fake_server_enforces_the_snapshot_rules() {
+    let mut v = FakeVmm::default();
+    let create = snapshot_create("/s", "/m").body;
+    assert!(
+        v.handle("PUT", "/snapshot/create", create.clone()).is_err(),
+        "not started"
+    );
+    v.started = true;
+    assert!(
+        v.handle("PUT", "/snapshot/create", create).is_err(),
+        "not paused"
+    );
+    let mut load = snapshot_load("/s", "/m").body;
+    load["mem_file_path"] = json!("/m");
+    assert!(
+        FakeVmm::default()
+            .handle("PUT", "/snapshot/load", load)
+            .is_err(),
+        "two memory sources"
+    );
+    assert!(
+        v.handle("PATCH", "/vm", json!({"state": "Stopped"}))
+            .is_err(),
+        "no such state"
+    );
 }
