@@ -277,6 +277,9 @@ fn serve(args: ServeArgs) -> CmdResult {
             tracing::info!("shutting down: closing shells");
             shells.close_all();
         };
+        if let Some(panel) = &lab {
+            crate::labsetup::spawn_start(panel.clone(), state.0.ssh.clone(), args.lab.lab_prepare);
+        }
         crate::server::serve(
             listener,
             web::app_with_lab(state, lab),

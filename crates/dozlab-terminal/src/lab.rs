@@ -9,6 +9,7 @@
 //! published under [`FILES_PREFIX`]; scripts (verify, solutions) never are
 //! unless a page links them, and then only as downloads.
 
+use crate::labsetup::Setup;
 use crate::web::AppState;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -67,6 +68,12 @@ pub struct Progress {
     /// Pages whose foreground script was already typed into the terminal.
     #[serde(default)]
     pub started: BTreeSet<usize>,
+    /// Pages whose background script was started ([`crate::labsetup`]).
+    #[serde(default)]
+    pub backgrounds: BTreeSet<usize>,
+    /// The assets and the intro's background are in the VM (`--lab-prepare`).
+    #[serde(default)]
+    pub prepared: bool,
 }
 
 /// The loaded lab, its rendering and the learner's progress.
@@ -78,6 +85,10 @@ pub struct LabPanel {
     progress: Mutex<Progress>,
     /// (page label, result) → count.
     counters: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (page label, ok) → how many of its backgrounds ended so.
+    backgrounds: Mutex<BTreeMap<(String, bool), u64>>,
+    /// Where the set-up in the VM stands.
+    setup: Mutex<Setup>,
 }
 
 impl LabPanel {
@@ -114,6 +125,8 @@ impl LabPanel {
             store,
             progress: Mutex::new(progress),
             counters: Mutex::new(BTreeMap::new()),
+            backgrounds: Mutex::new(BTreeMap::new()),
+            setup: Mutex::new(Setup::None),
         };
         // Proves the state directory is writable now rather than at the first check.
         let p = panel.progress();
@@ -131,12 +144,41 @@ impl LabPanel {
         &self.store
     }
 
+    /// The lab.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Its rendering.
+    pub fn view(&self) -> &LabView {
+        &self.view
+    }
+
+    /// Where the set-up in the VM stands.
+    pub fn setup(&self) -> Setup {
+        self.setup.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn set_setup(&self, s: Setup) {
+        *self.setup.lock().expect("lock") = s;
+    }
+
+    pub(crate) fn count_background(&self, page: usize, ok: bool) {
+        let label = self.view.pages[page].id.to_string();
+        *self
+            .backgrounds
+            .lock()
+            .expect("lock")
+            .entry((label, ok))
+            .or_default() += 1;
+    }
+
     fn save(&self, p: &Progress) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?;
         dozlab_core::atomic::write_atomic(&self.store, &json, 0o600)
     }
 
-    fn update(&self, f: impl FnOnce(&mut Progress)) -> Progress {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Progress)) -> Progress {
         let mut guard = self.progress.lock().expect("lock");
         f(&mut guard);
         let p = guard.clone();
@@ -160,6 +202,7 @@ impl LabPanel {
     fn state(&self, p: Progress) -> ProgressView {
         ProgressView {
             unlocked: self.unlocked(&p),
+            setup: self.setup(),
             progress: p,
         }
     }
@@ -192,6 +235,16 @@ impl LabPanel {
                 ));
             }
         }
+        out.push_str(
+            "# HELP dozlab_lab_backgrounds_total Page background scripts run from the terminal, by page and result.\n# TYPE dozlab_lab_backgrounds_total counter\n",
+        );
+        let backgrounds = self.backgrounds.lock().expect("lock");
+        for ((label, ok), n) in backgrounds.iter() {
+            let result = if *ok { "ok" } else { "failed" };
+            out.push_str(&format!(
+                "dozlab_lab_backgrounds_total{{page=\"{label}\",result=\"{result}\"}} {n}\n"
+            ));
+        }
         out
     }
 }
@@ -216,6 +269,8 @@ pub struct ProgressView {
     pub progress: Progress,
     /// Pages `0..unlocked` may be shown ("Next" beyond is locked until the check passes).
     pub unlocked: usize,
+    /// Where the set-up in the VM stands (`--lab-prepare`).
+    pub setup: Setup,
 }
 
 /// `GET /api/lab`.
@@ -299,6 +354,7 @@ async fn goto(
         p.current = req.page;
         p.started.insert(req.page);
     });
+    crate::labsetup::start_background(panel.clone(), st.0.ssh.clone(), req.page);
     Json(panel.state(p)).into_response()
 }
 
@@ -438,6 +494,9 @@ pub struct LabArgs {
     /// Directory holding the learner's lab progress (lab-progress-SESSION.json).
     #[arg(long, env = "LAB_STATE_DIR", default_value = "/shared/lab-state")]
     pub lab_state: PathBuf,
+    /// Set the lab up in the VM once it answers SSH: copy the assets in and run the intro's background (once per progress file; `dozlab up --lab` does this itself).
+    #[arg(long, env = "LAB_PREPARE", requires = "lab_dir")]
+    pub lab_prepare: bool,
 }
 
 impl LabArgs {

@@ -26,5 +26,6 @@ pub mod web;
 mod assets;
 pub mod files;
 pub mod lab;
+pub mod labsetup;
 
 pub use dozlab_core::error_chain;

@@ -72,6 +72,11 @@ pub fn fixture_lab(work: &Path) -> tempfile::TempDir {
 }
 
 pub async fn serve_lab(sshd: &Sshd, panel: LabPanel) -> SocketAddr {
+    serve_shared(sshd, Arc::new(panel)).await
+}
+
+/// [`serve_lab`] for a panel the test keeps a handle on.
+pub async fn serve_shared(sshd: &Sshd, panel: Arc<LabPanel>) -> SocketAddr {
     let state = AppState::new(
         settings(),
         Auth::new(PASSWORD).unwrap(),
@@ -80,7 +85,7 @@ pub async fn serve_lab(sshd: &Sshd, panel: LabPanel) -> SocketAddr {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = web::app_with_lab(state, Some(Arc::new(panel)));
+    let app = web::app_with_lab(state, Some(panel));
     tokio::spawn(server::serve(
         listener,
         app,
@@ -274,4 +279,142 @@ async fn without_a_lab_there_are_no_lab_routes() {
     for path in ["/api/lab", "/api/lab/metrics", "/lab/files/x.png"] {
         assert_eq!(get(addr, &cookie, path).await.status, 404, "{path}");
     }
+}
+
+/// A lab with assets, an intro background and a step-2 background, each
+/// appending a line to `work/log` (so a second run would show).
+fn setup_lab(work: &Path) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let w = work.display();
+    write(
+        d.path(),
+        "index.json",
+        &format!(
+            r#"{{ "title": "Setup", "details": {{
+  "intro": {{ "text": "a.md", "background": "intro-bg.sh" }},
+  "steps": [
+    {{ "title": "One", "text": "a.md" }},
+    {{ "title": "Two", "text": "a.md", "background": "two-bg.sh" }}
+  ],
+  "assets": {{ "host01": [ {{ "file": "bin/*", "target": "{w}/bin", "chmod": "0750" }} ] }} }} }}"#
+        ),
+    );
+    write(d.path(), "a.md", "Hi.\n");
+    write(
+        d.path(),
+        "intro-bg.sh",
+        &format!("#!/bin/bash\necho intro >> {w}/log\n"),
+    );
+    write(
+        d.path(),
+        "two-bg.sh",
+        &format!("#!/bin/bash\necho two >> {w}/log\n"),
+    );
+    write(d.path(), "assets/bin/tool", "#!/bin/sh\necho tool\n");
+    d
+}
+
+async fn wait_until<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_sets_the_lab_up_once_and_pages_start_their_backgrounds_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sshd) = Sshd::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log");
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let lab = setup_lab(work.path());
+    let state_dir = tempfile::tempdir().unwrap();
+
+    let panel = Arc::new(LabPanel::open(lab.path(), state_dir.path(), "s").unwrap());
+    dozlab_terminal::labsetup::spawn_start(panel.clone(), target(&sshd), true);
+    wait_until(
+        &format!("the set-up finishes ({:?})", panel.setup()),
+        || {
+            matches!(
+                panel.setup(),
+                dozlab_terminal::labsetup::Setup::Done
+                    | dozlab_terminal::labsetup::Setup::Failed(_)
+            )
+        },
+    )
+    .await;
+    assert_eq!(panel.setup(), dozlab_terminal::labsetup::Setup::Done);
+    assert_eq!(lines(), "intro\n");
+    let tool = work.path().join("bin/tool");
+    assert_eq!(
+        std::fs::metadata(&tool).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert!(panel.progress().prepared);
+
+    // Step two's background runs when the learner first goes there, once.
+    let addr = serve_shared(&sshd, panel.clone()).await;
+    let cookie = login(addr).await;
+    let v = json_of(&get(addr, &cookie, "/api/lab").await);
+    assert_eq!(v["progress"]["setup"]["state"], "done", "{v}");
+    for _ in 0..2 {
+        let (status, _) = post(addr, &cookie, "/api/lab/goto", json!({ "page": 2 })).await;
+        assert_eq!(status, 200);
+    }
+    wait_until("step two's background ran", || lines().contains("two")).await;
+    let counted = "dozlab_lab_backgrounds_total{page=\"step 2\",result=\"ok\"} 1";
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let m = get(addr, &cookie, "/api/lab/metrics").await;
+        let m = String::from_utf8_lossy(&m.body).to_string();
+        if m.contains(counted) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines(), "intro\ntwo\n");
+
+    // A restarted terminal with --lab-prepare runs neither again.
+    let again = Arc::new(LabPanel::open(lab.path(), state_dir.path(), "s").unwrap());
+    dozlab_terminal::labsetup::spawn_start(again.clone(), target(&sshd), true);
+    let (status, _) = {
+        let addr = serve_shared(&sshd, again.clone()).await;
+        let cookie = login(addr).await;
+        post(addr, &cookie, "/api/lab/goto", json!({ "page": 2 })).await
+    };
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(lines(), "intro\ntwo\n");
+    assert_eq!(again.setup(), dozlab_terminal::labsetup::Setup::None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_another_host_key_fails_the_setup_with_the_reason_at_once() {
+    let Some(sshd) = Sshd::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let lab = setup_lab(work.path());
+    let state_dir = tempfile::tempdir().unwrap();
+    let panel = Arc::new(LabPanel::open(lab.path(), state_dir.path(), "s").unwrap());
+    let other = dozlab_ssh::keys::ed25519("other");
+    std::fs::write(
+        sshd.path("other_known_hosts"),
+        dozlab_ssh::known_hosts::line("127.0.0.1", sshd.port, other.public_key()).unwrap(),
+    )
+    .unwrap();
+    let mut t = target(&sshd);
+    t.known_hosts_path = sshd.path("other_known_hosts");
+    dozlab_terminal::labsetup::spawn_start(panel.clone(), t, true);
+    wait_until("the set-up fails", || {
+        matches!(panel.setup(), dozlab_terminal::labsetup::Setup::Failed(_))
+    })
+    .await;
+    let dozlab_terminal::labsetup::Setup::Failed(why) = panel.setup() else {
+        unreachable!()
+    };
+    assert!(why.contains("host key"), "{why}");
+    assert!(!panel.progress().prepared);
+    assert!(!work.path().join("log").exists(), "nothing ran");
 }

@@ -38,6 +38,32 @@ export class LabPanel {
     this.build();
     this.render();
     this.startPage(this.progress.current);
+    this.watchSetup();
+  }
+
+  // While the server sets the lab up in the VM (--lab-prepare), a banner says
+  // so; it is polled until done or failed.
+  showSetup() {
+    const s = this.progress.setup || { state: 'none' };
+    const text = {
+      waiting: 'Setting the lab up: waiting for your machine…',
+      running: 'Setting the lab up in your machine…',
+      failed: `The lab could not be set up: ${s.message || ''}`,
+    }[s.state];
+    this.setupBox.hidden = !text;
+    this.setupBox.className = s.state === 'failed' ? 'fail' : 'running';
+    this.setupBox.textContent = text || '';
+    return s.state === 'waiting' || s.state === 'running';
+  }
+
+  async watchSetup() {
+    while (this.showSetup()) {
+      await new Promise((r) => setTimeout(r, 1000));
+      try {
+        const res = await fetch('/api/lab', { cache: 'no-store' });
+        if (res.ok) this.progress.setup = (await res.json()).progress.setup;
+      } catch (e) { /* the next poll tries again */ }
+    }
   }
 
   build() {
@@ -52,8 +78,9 @@ export class LabPanel {
     this.prev = el('button', { id: 'lab-prev', textContent: 'Back' });
     this.next = el('button', { id: 'lab-next', textContent: 'Next' });
     this.resultBox = el('div', { id: 'lab-result', role: 'status' });
+    this.setupBox = el('div', { id: 'lab-setup', role: 'status', hidden: true });
     const nav = el('div', { className: 'lab-nav' }, this.prev, this.check, this.next);
-    this.root.append(this.title, this.steps, this.body, this.resultBox, nav);
+    this.root.append(this.title, this.setupBox, this.steps, this.body, this.resultBox, nav);
     this.check.addEventListener('click', () => this.runCheck());
     this.next.addEventListener('click', () => this.goto(this.progress.current + 1));
     this.prev.addEventListener('click', () => this.goto(this.progress.current - 1));
