@@ -1,6 +1,7 @@
 //! A real browser (Debian's Chromium, headless, via playwright-core) opens a
 //! lab session served by the real server against a real sshd: a hostile
-//! intro runs nothing and cannot read the cookie, an `{{exec}}` click runs in
+//! intro runs nothing and cannot read the cookie, `{{copy}}` and plain inline
+//! code copy (`{{}}` does not), an `{{exec}}` click runs in
 //! the shell, Check passes, and the progress is still there after a reload.
 //! Screenshot: target/test-artifacts/lab.png.
 
@@ -56,7 +57,8 @@ async fn chromium_runs_a_lab_step_and_keeps_progress_over_a_reload() {
         lab.path(),
         "step1.md",
         &format!(
-            "Run:\n\n```\nmkdir -p {w} && touch {w}/done\n```{{{{exec}}}}\n",
+            "Run:\n\n```\nmkdir -p {w} && touch {w}/done\n```{{{{exec}}}}\n\n\
+             Copy `echo block-copy`{{{{copy}}}}, or `plain-inline`, but not `no-copy`{{{{}}}}.\n",
             w = w.display()
         ),
     );

@@ -1,8 +1,9 @@
 // Real-browser check of the lab panel (Debian's Chromium via playwright-core):
 // a hostile intro (script tags, onerror handlers, javascript: links, forged
 // action attributes) runs nothing and cannot read the session cookie; the
-// learner goes Next, clicks an {{exec}} block (typed into the shell), presses
-// Check, sees the pass, reloads and still sees the progress.
+// learner goes Next, copies a {{copy}} block and a plain inline code span (a
+// {{}} span copies nothing), clicks an {{exec}} block (typed into the shell),
+// presses Check, sees the pass, reloads and still sees the progress.
 // Usage: node lab.mjs URL PASSWORD SCREENSHOT.png
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
@@ -81,6 +82,23 @@ try {
   await page.click('#lab-next');
   await page.waitForSelector('#lab-panel pre.lab-exec');
   assert(await page.isDisabled('#lab-next'), 'Next is locked before the check passes');
+
+  // {{copy}} and a plain inline code span copy on click; {{}} does not.
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(url).origin });
+  const clip = () => page.evaluate(() => navigator.clipboard.readText());
+  const copies = await page.$$eval('#lab-panel .lab-body .lab-copy', (ns) => ns.map((n) => n.textContent));
+  assert(JSON.stringify(copies) === JSON.stringify(['echo block-copy', 'plain-inline']),
+    `the copy actions are the {{copy}} block and the plain span: ${copies}`);
+  for (const text of copies) {
+    await page.click(`#lab-panel .lab-body .lab-copy:text-is("${text}")`);
+    await waitFor(`"${text}" on the clipboard`, async () => (await clip()) === text, 5000);
+  }
+  const noCopy = await page.$('#lab-panel .lab-body code:text-is("no-copy")');
+  assert(noCopy, 'the {{}} span is shown');
+  assert(await noCopy.getAttribute('data-lab-action') === null, 'the {{}} span has no action');
+  await noCopy.click();
+  await page.waitForTimeout(200);
+  assert((await clip()) === 'plain-inline', 'clicking the {{}} span copied nothing');
   await page.click('#lab-panel pre.lab-exec');
   let passed = false;
   for (let i = 0; i < 30 && !passed; i++) {
@@ -105,7 +123,7 @@ try {
   }));
   mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot });
-  console.log(`browser: hostile intro inert, exec clicked, check passed, progress kept after reload; screenshot ${shot}`);
+  console.log(`browser: hostile intro inert, copy actions copied, exec clicked, check passed, progress kept after reload; screenshot ${shot}`);
 } catch (e) {
   console.error(`lab browser test failed: ${e.message}`);
   if (page) console.error(`at ${page.url()}: ${(await page.content()).slice(0, 2000)}`);
