@@ -60,6 +60,7 @@ def check_wiring(pod: dict, source: str) -> tuple[dict, dict]:
     term = container(pod, "terminal-sidecar")
     env = env_of(term)
     assert env["LAB_DIR"] == dest
+    assert env["LAB_PREPARE"] == "true", "nothing else in the pod copies the assets in"
     assert mounted_path(term, "lab", dest)
     tmounts = {m["name"]: m for m in term["volumeMounts"]}
     assert tmounts["lab"]["readOnly"] is True
@@ -109,7 +110,7 @@ def test_without_a_lab_nothing_is_rendered(lab):
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["init-rootfs", "network-setup"]
     assert not {v["name"] for v in pod["spec"]["volumes"]} & LAB_VOLUMES
     term = container(pod, "terminal-sidecar")
-    assert "LAB_DIR" not in env_of(term) and "LAB_STATE_DIR" not in env_of(term)
+    assert not {"LAB_DIR", "LAB_STATE_DIR", "LAB_PREPARE"} & set(env_of(term))
     assert term["volumeMounts"] == [{"name": "shared-config", "mountPath": "/shared", "readOnly": True}]
     notes = helm_install(values)["notes"]
     assert "lab-fetch" not in notes

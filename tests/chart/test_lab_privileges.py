@@ -139,6 +139,7 @@ def fetch_then_serve(pod: dict, dozlab: pathlib.Path, tmp: pathlib.Path, source:
     port = free_port()
     env = {"PATH": os.environ["PATH"], "TERMINAL_PASSWORD": PASSWORD,
            "LAB_DIR": str(dest), "LAB_STATE_DIR": str(state), "SESSION_ID": "alice-001",
+           "LAB_PREPARE": tenv["LAB_PREPARE"],
            "SSH_KEY_PATH": str(tmp / "no-vm-key"), "KNOWN_HOSTS_PATH": str(tmp / "no-known-hosts")}
     log = open(tmp / "terminal.log", "w")
     proc = subprocess.Popen(identity(pod, "terminal-sidecar") +
@@ -157,6 +158,8 @@ def fetch_then_serve(pod: dict, dozlab: pathlib.Path, tmp: pathlib.Path, source:
         tlog = (tmp / "terminal.log").read_text()
         assert got and got["ok"], f"{got}\n{tlog[-3000:]}"
         assert got["json"]["progress"]["current"] == 0, got["json"]["progress"]
+        # LAB_PREPARE as rendered is accepted: the set-up waits for the VM (none here).
+        assert got["json"]["progress"]["setup"]["state"] == "waiting", got["json"]["progress"]
         progress = state / "lab-progress-alice-001.json"
         assert progress.exists(), "the terminal keeps the progress on the lab-state volume"
         assert progress.stat().st_uid == 0
