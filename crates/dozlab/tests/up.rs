@@ -9,15 +9,17 @@
 //! The cheap failure tests boot nothing; one test boots two sessions side by
 //! side and checks everything on both; one boots a VM whose sshd is masked.
 
+mod common;
+use common::session::{
+    BIN, BOOT_FLAGS, Env, record, ssh, terminal_login, text, tiny_ext4, try_http, vm_image,
+};
 use dozlab_fetch::Compression;
 use dozlab_fetch::testing::{FaultServer, compress, sha256_hex};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -37,125 +39,8 @@ macro_rules! need_root {
     };
 }
 
-/// A private pair of state roots for one test.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run_root(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    fn data_root(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("DOZLAB_RUN_DIR", self.run_root())
-            .env("DOZLAB_DATA_DIR", self.data_root())
-            .env_remove("DOZLAB_IMAGE");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("dozlab runs")
-    }
-
-    /// Asserts that nothing of session `name` (slot `slot` when known) is left.
-    fn assert_nothing_left(&self, name: &str, slot: Option<u8>) {
-        let data = self.data_root().join("sessions").join(name);
-        let run = self.run_root().join("sessions").join(name);
-        assert!(!data.exists(), "data dir {} is left", data.display());
-        assert!(!run.exists(), "run dir {} is left", run.display());
-        let ns = format!("dozlab-{name}");
-        assert!(
-            !Path::new("/run/netns").join(&ns).exists(),
-            "namespace {ns} is left"
-        );
-        let nft = Command::new("nft")
-            .args(["list", "table", "ip", &ns])
-            .output()
-            .unwrap();
-        assert!(!nft.status.success(), "nftables table ip {ns} is left");
-        if let Some(n) = slot {
-            assert!(
-                !Path::new(&format!("/sys/class/net/dzl{n}h")).exists(),
-                "veth dzl{n}h is left"
-            );
-        }
-        let marker = data.display().to_string();
-        let procs = processes_mentioning(&marker);
-        assert!(procs.is_empty(), "processes left: {procs:?}");
-    }
-}
-
-impl Drop for Env {
-    /// Whatever a test left running (a failed assertion) is stopped before
-    /// its state roots are deleted.
-    fn drop(&mut self) {
-        let sessions = self.run_root().join("sessions");
-        if std::fs::read_dir(&sessions).is_ok_and(|mut d| d.next().is_some()) {
-            let _ = self.run(&["down", "--all"]);
-        }
-    }
-}
-
-/// Pids whose command line mentions `text` (the session's data dir is in
-/// every component's arguments and in QEMU's drive path).
-fn processes_mentioning(text: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .contains(text)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn name(tag: &str) -> String {
-    format!("t{}-{tag}", std::process::id() % 100_000)
-}
-
-/// A 32 MiB ext4 with a file and no kernel: passes the image phase, fails to boot.
-fn tiny_ext4(dir: &Path) -> PathBuf {
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/hostname"), "tiny\n").unwrap();
-    let img = dir.join("tiny.ext4");
-    let st = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&img)
-        .arg("32M")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    img
+    common::session::session_name("t", tag)
 }
 
 #[test]
@@ -213,15 +98,7 @@ fn root_taken_port_is_refused_and_leaves_nothing() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
     let n = name("port");
-    let out = env.run(&[
-        "up",
-        "--name",
-        &n,
-        "--image",
-        img.to_str().unwrap(),
-        "--port",
-        &port,
-    ]);
+    let out = env.up(&n, img.to_str().unwrap(), &["--port", &port]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("port {port} on 127.0.0.1 is already in use")),
@@ -230,16 +107,7 @@ fn root_taken_port_is_refused_and_leaves_nothing() {
     );
     env.assert_nothing_left(&n, None);
     // The same for a --forward port, with --detach (the launcher path).
-    let out = env.run(&[
-        "up",
-        "--name",
-        &n,
-        "--image",
-        img.to_str().unwrap(),
-        "--forward",
-        &port,
-        "--detach",
-    ]);
+    let out = env.up(&n, img.to_str().unwrap(), &["--forward", &port, "--detach"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("--forward {port}")),
@@ -274,15 +142,11 @@ fn root_bad_recipe_is_a_usage_error_from_the_image_builder() {
     std::fs::write(&recipe, "this is [not a recipe\n").unwrap();
     let n = name("recipe");
     let cache = dir.path().join("cache");
-    let out = env.run(&[
-        "up",
-        "--name",
+    let out = env.up(
         &n,
-        "--image",
         recipe.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+        &["--cache", cache.to_str().unwrap()],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(
@@ -300,15 +164,7 @@ fn root_bad_url_fails_with_the_http_status_and_leaves_nothing() {
     let n = name("url");
     let url = format!("http://127.0.0.1:{port}/no-such-image.ext4");
     let cache = tempfile::tempdir().unwrap();
-    let out = env.run(&[
-        "up",
-        "--name",
-        &n,
-        "--image",
-        &url,
-        "--cache",
-        cache.path().to_str().unwrap(),
-    ]);
+    let out = env.up(&n, &url, &["--cache", cache.path().to_str().unwrap()]);
     assert!(!out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(
@@ -326,16 +182,7 @@ fn root_unbootable_image_fails_after_the_network_phase_and_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let img = tiny_ext4(dir.path());
     let n = name("noboot");
-    let out = env.run(&[
-        "up",
-        "--name",
-        &n,
-        "--image",
-        img.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--detach",
-    ]);
+    let out = env.up(&n, img.to_str().unwrap(), &["--accel", "tcg", "--detach"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("✓ network"), "the network phase ran: {t}");
@@ -360,15 +207,7 @@ fn root_disk_smaller_than_the_image_is_a_usage_error_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let img = tiny_ext4(dir.path());
     let n = name("disk");
-    let out = env.run(&[
-        "up",
-        "--name",
-        &n,
-        "--image",
-        img.to_str().unwrap(),
-        "--disk",
-        "16M",
-    ]);
+    let out = env.up(&n, img.to_str().unwrap(), &["--disk", "16M"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(
@@ -415,18 +254,9 @@ fn root_url_images_are_downloaded_once_then_come_from_the_cache() {
     // of the cache) and fails at boot: the tiny image has no kernel.
     let up = |tag: &str, image: &str, cache: &Path, extra: &[&str]| {
         let n = name(tag);
-        let mut args = vec![
-            "up",
-            "--name",
-            &n,
-            "--image",
-            image,
-            "--cache",
-            cache.to_str().unwrap(),
-            "--no-internet",
-        ];
-        args.extend_from_slice(extra);
-        let out = env.run(&args);
+        let mut flags = vec!["--cache", cache.to_str().unwrap(), "--no-internet"];
+        flags.extend_from_slice(extra);
+        let out = env.up(&n, image, &flags);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
         assert!(t.contains("✓ image"), "the image phase passed: {t}");
@@ -516,61 +346,6 @@ fn not_root_is_told_to_use_sudo() {
 }
 
 // ---------------------------------------------------------------- boots --
-
-/// Directory of the cached `vm` image (built once; minutes the first time).
-fn vm_image() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/test-image"))
-        .arg("vm")
-        .env("DOZLAB_BIN", BIN)
-        .output()
-        .expect("scripts/test-image runs");
-    assert!(
-        out.status.success(),
-        "building the vm image: {}",
-        text(&out)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-}
-
-/// `ls --json` entry of `name`.
-fn record(env: &Env, name: &str) -> serde_json::Value {
-    let out = env.run(&["ls", "--json"]);
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not in ls: {}", text(&out)))
-}
-
-/// Logs in to the terminal and returns the session cookie.
-fn login(port: u16, password: &str) -> String {
-    let body = format!("password={password}");
-    let req = format!(
-        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie")
-                .then(|| v.trim().split(';').next().unwrap().to_string())
-        })
-        .unwrap_or_else(|| panic!("no cookie from /login: {resp}"))
-}
 
 /// A minimal WebSocket client (RFC 6455) over a plain TCP stream.
 struct Ws {
@@ -689,10 +464,8 @@ fn check_session(env: &Env, name: &str) -> u8 {
         r["docker_ready"], true,
         "--wait-docker waited for the VM's Docker: {r}"
     );
-    let port = r["ports"]["terminal"].as_u64().unwrap() as u16;
-    let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
     // The terminal: log in, open a shell over the WebSocket, run commands.
-    let cookie = login(port, password.trim());
+    let (port, cookie) = terminal_login(&r);
     let mut ws = Ws::open(port, &cookie);
     ws.send(1, br#"{"type":"resize","cols":120,"rows":40}"#);
     let out = ws.run_until(
@@ -710,32 +483,7 @@ fn check_session(env: &Env, name: &str) -> u8 {
     );
     check_oversized_frame(port, &cookie);
     // SSH straight to the VM through the published port, host key verified.
-    let shared = Path::new(r["data_dir"].as_str().unwrap()).join("shared");
-    let ssh_port = r["ports"]["ssh"].as_u64().unwrap().to_string();
-    let ssh = Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-i")
-        .arg(shared.join("vm-ssh-key"))
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            shared.join("host_known_hosts").display()
-        ))
-        .args([
-            "-p",
-            &ssh_port,
-            "root@127.0.0.1",
-            "cat /proc/sys/kernel/hostname",
-        ])
-        .output()
-        .unwrap();
+    let ssh = ssh(&r, "cat /proc/sys/kernel/hostname");
     assert!(ssh.status.success(), "ssh: {}", text(&ssh));
     // DOCKER_HOST=tcp://127.0.0.1:PORT reaches the VM's dockerd.
     let docker = r["ports"]["docker"].as_u64().unwrap() as u16;
@@ -833,16 +581,8 @@ fn root_callers_environment_does_not_reach_the_components() {
         &n,
         "--image",
         image.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--memory",
-        "768",
-        "--cpus",
-        "1",
-        "--no-internet",
-        "--ready-timeout",
-        "600",
     ]);
+    up.args(BOOT_FLAGS);
     up.envs(HOSTILE_ENV.iter().copied());
     let out = up.output().unwrap();
     let result = std::panic::catch_unwind(|| {
@@ -852,9 +592,7 @@ fn root_callers_environment_does_not_reach_the_components() {
         assert_eq!(r["net"]["vm_ip"], format!("172.16.{slot}.2"), "{r}");
         // The terminal reaches the VM with the session's key and host key,
         // and opens a shell that stays (MAX_SHELLS, IDLE_TIMEOUT unread).
-        let port = r["ports"]["terminal"].as_u64().unwrap() as u16;
-        let password = std::fs::read_to_string(r["password_file"].as_str().unwrap()).unwrap();
-        let cookie = login(port, password.trim());
+        let (port, cookie) = terminal_login(&r);
         let mut ws = Ws::open(port, &cookie);
         let out = ws.run_until(
             "cat /proc/meminfo | head -n 1; nproc; echo END-$((6*7))\r",
@@ -907,16 +645,6 @@ fn path_without_code_server() -> String {
     std::env::join_paths(dirs).unwrap().into_string().unwrap()
 }
 
-/// One HTTP/1.0 exchange with 127.0.0.1:`port`; the whole response.
-fn http_exchange(port: u16, request: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 /// The real code-server runs in the pod with the session password and the
 /// VM's Docker, published on the host; the forwarded port reaches the VM's sshd.
 fn check_vscode_and_forward(r: &serde_json::Value, forward: u16) {
@@ -925,7 +653,7 @@ fn check_vscode_and_forward(r: &serde_json::Value, forward: u16) {
     let password = password.trim();
     let deadline = Instant::now() + Duration::from_secs(120);
     let health = loop {
-        match http_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n") {
+        match try_http(port, "GET /healthz HTTP/1.0\r\n\r\n") {
             Some(h) if h.starts_with("HTTP/1.1 200") => break h,
             h if Instant::now() > deadline => panic!("code-server /healthz: {h:?}"),
             _ => std::thread::sleep(Duration::from_millis(500)),
@@ -933,7 +661,7 @@ fn check_vscode_and_forward(r: &serde_json::Value, forward: u16) {
     };
     assert!(health.contains("\"status\""), "{health}");
     let form = format!("password={password}");
-    let login = http_exchange(
+    let login = try_http(
         port,
         &format!(
             "POST /login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
@@ -1122,18 +850,11 @@ fn root_vm_that_never_becomes_ready_times_out_and_leaves_nothing() {
     assert!(mask.status.success(), "{}", text(&mask));
     let env = Env::new();
     let n = name("never");
-    let out = env.run(&[
-        "up",
-        "--name",
+    let out = env.up(
         &n,
-        "--image",
         img.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--ready-timeout",
-        "20",
-        "--no-internet",
-    ]);
+        &["--accel", "tcg", "--ready-timeout", "20", "--no-internet"],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
