@@ -7,7 +7,7 @@
 //! is in place, 1 it could not be fetched, was refused or is invalid, 2
 //! bad flags, a missing source or an unusable `--dest`.
 
-use crate::fetch::{FetchRequest, LabSource, fetch_lab};
+use crate::fetch::{FetchRequest, LabSource, fetch_lab_until_stopped};
 use crate::labtest;
 use crate::remote::Vm;
 use crate::session::{BootOptions, Session};
@@ -116,22 +116,9 @@ fn run_fetch(args: FetchArgs) -> CmdResult {
             ..Limits::default()
         },
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let outcome = rt.block_on(async {
-        // A stop (Ctrl-C, the kubelet's SIGTERM) drops the fetch, which
-        // removes everything it staged.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch for SIGTERM")?;
-        tokio::select! {
-            r = fetch_lab(&req) => Ok(Some(r)),
-            _ = tokio::signal::ctrl_c() => Ok(None),
-            _ = term.recv() => Ok::<_, anyhow::Error>(None),
-        }
-    })?;
-    let Some(result) = outcome else {
+    // A stop (Ctrl-C, the kubelet's SIGTERM) drops the fetch, which
+    // removes everything it staged.
+    let Some(result) = fetch_lab_until_stopped(&req)? else {
         return Err(Failure::new(
             130,
             anyhow::anyhow!("interrupted: nothing was left at {}", req.dest.display()),

@@ -271,6 +271,38 @@ fn old_entries(dest: &Path) -> Result<Vec<PathBuf>, FetchLabError> {
 
 const STAGE_PREFIX: &str = ".dozlab-fetch-";
 
+/// Why [`fetch_lab_until_stopped`] could not run the fetch at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StopWatchError {
+    /// The runtime to run the fetch on did not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// SIGTERM could not be watched for.
+    #[error("cannot watch for SIGTERM")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Runs [`fetch_lab`] to its end on a runtime of its own, or until a stop
+/// (Ctrl-C, the kubelet's SIGTERM) comes: the stop drops the fetch, which
+/// removes everything it staged, and gives `Ok(None)`.
+pub fn fetch_lab_until_stopped(
+    req: &FetchRequest,
+) -> Result<Option<Result<Fetched, FetchLabError>>, StopWatchError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StopWatchError::Runtime)?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(StopWatchError::Signal)?;
+        tokio::select! {
+            r = fetch_lab(req) => Ok(Some(r)),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = term.recv() => Ok(None),
+        }
+    })
+}
+
 /// Fetches, unpacks, validates and moves the lab into `req.dest`. On any
 /// failure nothing new is left at the destination.
 pub async fn fetch_lab(req: &FetchRequest) -> Result<Fetched, FetchLabError> {

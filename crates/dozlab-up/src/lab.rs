@@ -9,7 +9,9 @@ use crate::image;
 use crate::proxy::SocketFactory;
 use anyhow::{Context, anyhow};
 use dozlab_core::failure::Failure;
-use dozlab_lab::fetch::{FetchLabError, FetchRequest, LabSource, fetch_lab, parse_sha256};
+use dozlab_lab::fetch::{
+    FetchLabError, FetchRequest, LabSource, fetch_lab_until_stopped, parse_sha256,
+};
 use dozlab_lab::remote::Vm;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -82,22 +84,9 @@ pub fn fetch(req: LabRequest, data_dir: &Path, cache: &Path) -> Result<LabConfig
         cache: Some(cache.join("downloads")),
         limits: Default::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let outcome = rt.block_on(async {
-        // Ctrl-C or SIGTERM drops the fetch (it removes what it staged);
-        // the caller removes the claimed session.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch for SIGTERM")?;
-        tokio::select! {
-            r = fetch_lab(&fetch_req) => Ok(Some(r)),
-            _ = tokio::signal::ctrl_c() => Ok(None),
-            _ = term.recv() => Ok::<_, anyhow::Error>(None),
-        }
-    })?;
-    let Some(result) = outcome else {
+    // Ctrl-C or SIGTERM drops the fetch (it removes what it staged);
+    // the caller removes the claimed session.
+    let Some(result) = fetch_lab_until_stopped(&fetch_req)? else {
         return Err(Failure::new(
             130,
             anyhow!("interrupted while fetching the lab; nothing was started"),
