@@ -313,6 +313,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// Page `page` of the lab for a page request (`goto`, `check`), or the
+/// answer refusing it: no session (as every route), no such page (404),
+/// or a page still locked behind the check of one before it (409).
+fn open_page<'a>(
+    st: &AppState,
+    headers: &HeaderMap,
+    panel: &'a LabPanel,
+    page: usize,
+) -> Result<&'a dozlab_lab::view::PageView, Box<Response>> {
+    if let Some(r) = refuse(st, headers) {
+        return Err(Box::new(r));
+    }
+    let n = panel.view.pages.len();
+    let Some(view) = panel.view.pages.get(page) else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("no page {page} (the lab has {n})"),
+        )));
+    };
+    if page >= panel.unlocked(&panel.progress()) {
+        return Err(Box::new(error(
+            StatusCode::CONFLICT,
+            "this page is locked: pass the check of the page before it first",
+        )));
+    }
+    Ok(view)
+}
+
 async fn show(
     State(st): State<AppState>,
     Extension(panel): Extension<Arc<LabPanel>>,
@@ -334,21 +362,8 @@ async fn goto(
     headers: HeaderMap,
     Json(req): Json<PageRequest>,
 ) -> Response {
-    if let Some(r) = refuse(&st, &headers) {
-        return r;
-    }
-    let n = panel.view.pages.len();
-    if req.page >= n {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no page {} (the lab has {n})", req.page),
-        );
-    }
-    if req.page >= panel.unlocked(&panel.progress()) {
-        return error(
-            StatusCode::CONFLICT,
-            "this page is locked: pass the check of the page before it first",
-        );
+    if let Err(r) = open_page(&st, &headers, &panel, req.page) {
+        return *r;
     }
     let p = panel.update(|p| {
         p.current = req.page;
@@ -364,15 +379,10 @@ async fn check(
     headers: HeaderMap,
     Json(req): Json<PageRequest>,
 ) -> Response {
-    if let Some(r) = refuse(&st, &headers) {
-        return r;
-    }
-    let Some(view) = panel.view.pages.get(req.page) else {
-        return error(StatusCode::NOT_FOUND, format!("no page {}", req.page));
+    let view = match open_page(&st, &headers, &panel, req.page) {
+        Ok(view) => view,
+        Err(r) => return *r,
     };
-    if req.page >= panel.unlocked(&panel.progress()) {
-        return error(StatusCode::CONFLICT, "this page is locked");
-    }
     let Some(page) = panel.lab.page(view.id) else {
         return error(StatusCode::NOT_FOUND, format!("no page {}", req.page));
     };
