@@ -73,18 +73,8 @@ impl Lab {
     /// Runs `dozlab network-setup ARGS` with only the environment variables
     /// `env` of its own set.
     fn setup_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let cfg = self.config_path();
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.net.pod,
-            BIN,
-            "network-setup",
-            "--config-out",
-        ])
-        .arg(&cfg)
-        .args(args);
+        let mut cmd = self.in_pod_cmd(&[BIN, "network-setup", "--config-out"]);
+        cmd.arg(self.config_path()).args(args);
         for var in [
             "TAP_DEVICE_NAME",
             "GATEWAY_IP",
@@ -113,10 +103,16 @@ impl Lab {
         out
     }
 
+    /// `ip netns exec POD ARGS`: ARGS run in the pod namespace.
+    fn in_pod_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.net.pod]).args(args);
+        cmd
+    }
+
+    /// Runs ARGS in the pod namespace to their end.
     fn in_pod(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.net.pod];
-        full.extend_from_slice(args);
-        Command::new(full[0]).args(&full[1..]).output().unwrap()
+        self.in_pod_cmd(args).output().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -315,20 +311,13 @@ fn root_running_twice_keeps_one_tap_and_replaces_the_table() {
     assert_eq!(chain_rules(&first, "prerouting").len(), 1);
 
     // Different ports and env-var input replace the rules, not add to them.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net.pod,
-            BIN,
-            "network-setup",
-            "--config-out",
-        ])
-        .arg(lab.config_path())
-        .env("FORWARD_PORTS", "22,2222:80")
-        .env("VM_MAC", "06:AA:BB:CC:DD:EE")
-        .output()
-        .unwrap();
+    let out = lab.setup_with_env(
+        &[],
+        &[
+            ("FORWARD_PORTS", "22,2222:80"),
+            ("VM_MAC", "06:AA:BB:CC:DD:EE"),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let table = lab.table().unwrap();
     assert_eq!(
@@ -458,11 +447,8 @@ fn root_without_cap_net_admin_is_refused_and_changes_nothing() {
     }
     let lab = Lab::new();
     let before = lab.state();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net.pod,
+    let out = lab
+        .in_pod_cmd(&[
             "setpriv",
             "--bounding-set",
             "-net_admin",
@@ -492,18 +478,12 @@ fn root_a_late_failure_rolls_back_what_the_run_created() {
     let lab = Lab::new();
     let before = lab.state();
     // Everything succeeds up to writing the config, which cannot be written under /proc.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net.pod,
-            BIN,
-            "network-setup",
-            "--config-out",
-            "/proc/dozlab-no/network-config",
-        ])
-        .output()
-        .unwrap();
+    let out = lab.in_pod(&[
+        BIN,
+        "network-setup",
+        "--config-out",
+        "/proc/dozlab-no/network-config",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("cannot write the network config"),
@@ -721,26 +701,19 @@ fn root_the_original_environment_variables_are_honoured() {
         return;
     }
     let lab = Lab::new();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net.pod,
-            BIN,
-            "network-setup",
-            "--config-out",
-        ])
-        .arg(lab.config_path())
-        .env("TAP_DEVICE_NAME", "vmtap7")
-        .env("GATEWAY_IP", "192.168.77.1")
-        .env("VM_IP", "192.168.77.9")
-        .env("PREFIX_LEN", "28")
-        .env("UPLINK", "eth0")
-        .env("POD_IP", POD_IP)
-        .env("FORWARD_PORTS", "2201:22")
-        .env("TAP_OWNER", "1234")
-        .output()
-        .unwrap();
+    let out = lab.setup_with_env(
+        &[],
+        &[
+            ("TAP_DEVICE_NAME", "vmtap7"),
+            ("GATEWAY_IP", "192.168.77.1"),
+            ("VM_IP", "192.168.77.9"),
+            ("PREFIX_LEN", "28"),
+            ("UPLINK", "eth0"),
+            ("POD_IP", POD_IP),
+            ("FORWARD_PORTS", "2201:22"),
+            ("TAP_OWNER", "1234"),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let cfg = std::fs::read_to_string(lab.config_path()).unwrap();
     assert_eq!(
