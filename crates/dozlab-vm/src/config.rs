@@ -177,6 +177,7 @@ impl Host {
 /// Builds and checks the plan.
 pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
     check_session_id(&a.session_id)?;
+    let snapshot = snapshot_plan(a, false)?;
     if !(1..=32).contains(&a.cpus) {
         return Err(ConfigError::Cpus(a.cpus));
     }
@@ -252,7 +253,10 @@ pub fn plan(a: &RunSettings, host: &Host) -> Result<Plan, ConfigError> {
         boot_timeout: Duration::from_secs(a.boot_timeout.max(1)),
         stop_timeout: Duration::from_secs(a.stop_timeout.max(1)),
         kvm_probe_timeout: Duration::from_secs(a.kvm_probe_timeout.max(1)),
-        snapshot: snapshot_plan(a, image_docker)?,
+        snapshot: snapshot.map(|s| SnapshotPlan {
+            docker: image_docker,
+            ..s
+        }),
     })
 }
 

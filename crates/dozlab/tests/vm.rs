@@ -107,6 +107,21 @@ fn vm_run_refuses_bad_input_before_starting_anything() {
             ],
             "QEMU binary /nonexistent/q not found",
         ),
+        (
+            &["--rootfs", img, "--snapshot", "auto"],
+            "--snapshot auto needs --snapshot-cache DIR",
+        ),
+        (
+            &[
+                "--rootfs",
+                img,
+                "--snapshot",
+                "refresh",
+                "--snapshot-cache",
+                img,
+            ],
+            "is not a directory",
+        ),
     ];
     for (args, want) in cases {
         let out = vm_run(t.path(), args);
@@ -118,6 +133,41 @@ fn vm_run_refuses_bad_input_before_starting_anything() {
             "{args:?} made the state dir"
         );
     }
+}
+
+/// `dozlab snapshot`: an empty cache lists nothing, an unknown key and a
+/// cache that is a file are usage errors (exit 2) naming the problem.
+#[test]
+fn snapshot_cli_on_an_empty_cache_and_bad_input() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("snapshot")
+            .args(args)
+            .env_remove("SNAPSHOT_CACHE")
+            .output()
+            .unwrap()
+    };
+    let c = cache.to_str().unwrap();
+    let out = run(&["ls", "--cache", c]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "header only"
+    );
+    let out = run(&["prune", "--cache", c]);
+    assert!(text(&out).contains("0 removed"), "{}", text(&out));
+    let out = run(&["rm", "abc", "--cache", c]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no snapshot abc"), "{}", text(&out));
+    let file = t.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = run(&["ls", "--cache", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not a directory"), "{}", text(&out));
+    assert!(!cache.exists(), "ls/prune/rm created the cache");
 }
 
 /// `--machine microvm` with a kernel whose config lacks virtio-mmio fails at
