@@ -6,7 +6,9 @@
 //! on another filesystem (or a chunk of zeros written instead of a hole)
 //! has the same digest. One pass serves both uses: hashing a file while it
 //! is copied (saving a snapshot, restoring its disk) and hashing it alone
-//! (checking a memory file while QEMU reads it).
+//! (checking a memory file while QEMU reads it). Restoring a disk onto a
+//! fresh copy of its image compares instead of copying ([`diff_and_digest`],
+//! [`apply`]): only the chunks the first boot changed are written.
 
 use nix::fcntl::{FallocateFlags, fallocate};
 use nix::unistd::{Whence, lseek};
@@ -64,6 +66,98 @@ pub fn copy_and_digest(src: &File, dst: Option<&File>) -> io::Result<String> {
 /// The digest of a file (no copy).
 pub fn digest(src: &File) -> io::Result<String> {
     copy_and_digest(src, None)
+}
+
+/// One change that makes a file equal to another, chunk by chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Copy `[at, at+len)` from the source.
+    Write { at: u64, len: u64 },
+    /// The source has zeros there: deallocate.
+    Zero { at: u64, len: u64 },
+}
+
+/// Hashes `src` (the digest of [`digest`]) and lists what must change in
+/// `dst` (same length) to make it equal to `src`, without writing: only
+/// the chunks where either file has data are read. Restoring a snapshot's
+/// disk onto a fresh copy of its image then writes only what the boot changed.
+pub fn diff_and_digest(src: &File, dst: &File) -> io::Result<(String, Vec<Change>)> {
+    let len = src.metadata()?.len();
+    if dst.metadata()?.len() != len {
+        return Err(io::Error::other("the files differ in length"));
+    }
+    let mut ranges = data_ranges(src, len)?;
+    ranges.extend(data_ranges(dst, len)?);
+    ranges.sort_unstable();
+    let mut h = Sha256::new();
+    let (mut a, mut b) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut changes: Vec<Change> = Vec::new();
+    let mut pos = 0u64;
+    for (start, end) in ranges {
+        let mut at = start.max(pos);
+        while at < end {
+            let n = ((end - at) as usize).min(CHUNK);
+            src.read_exact_at(&mut a[..n], at)?;
+            dst.read_exact_at(&mut b[..n], at)?;
+            let zero = a[..n] == ZEROS[..n];
+            if !zero {
+                h.update(at.to_le_bytes());
+                h.update((n as u64).to_le_bytes());
+                h.update(&a[..n]);
+            }
+            if a[..n] != b[..n] {
+                let len = n as u64;
+                match (changes.last_mut(), zero) {
+                    (Some(Change::Write { at: s, len: l }), false) if *s + *l == at => *l += len,
+                    (Some(Change::Zero { at: s, len: l }), true) if *s + *l == at => *l += len,
+                    (_, false) => changes.push(Change::Write { at, len }),
+                    (_, true) => changes.push(Change::Zero { at, len }),
+                }
+            }
+            at += n as u64;
+        }
+        pos = pos.max(end);
+    }
+    Ok((hex::encode(h.finalize()), changes))
+}
+
+/// Applies `changes` (from [`diff_and_digest`]) to `dst`, the first chunk
+/// (which holds an ext4 superblock) last: an interrupted apply leaves the
+/// file system's header as it was.
+pub fn apply(src: &File, dst: &File, changes: &[Change]) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let (first, rest): (Vec<&Change>, Vec<&Change>) = changes
+        .iter()
+        .partition(|c| matches!(c, Change::Write { at: 0, .. } | Change::Zero { at: 0, .. }));
+    for c in rest.into_iter().chain(first) {
+        match *c {
+            Change::Zero { at, len } => punch(Some(dst), at, len)?,
+            Change::Write { at, len } => {
+                let mut off = at;
+                while off < at + len {
+                    let n = ((at + len - off) as usize).min(CHUNK);
+                    src.read_exact_at(&mut buf[..n], off)?;
+                    dst.write_all_at(&buf[..n], off)?;
+                    off += n as u64;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every data range of `f`, widened to whole chunks.
+fn data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let Some((start, end)) = next_data(f, pos, len)? else {
+            break;
+        };
+        out.push((start, end));
+        pos = end;
+    }
+    Ok(out)
 }
 
 /// The next data range `[start, end)` at or after `pos`, in whole chunks
@@ -129,6 +223,60 @@ mod tests {
             .truncate(false)
             .open(dir.join(name))
             .unwrap()
+    }
+
+    #[test]
+    fn diff_then_apply_makes_the_files_equal_writing_only_what_differs() {
+        let t = tempfile::tempdir().unwrap();
+        let image = file(t.path(), "image");
+        image.set_len(64 << 20).unwrap();
+        image.write_all_at(&[1u8; 3 << 20], 0).unwrap();
+        image.write_all_at(&[2u8; 4096], 20 << 20).unwrap();
+        image.write_all_at(&[3u8; 4096], 30 << 20).unwrap();
+        // The snapshot's disk: the image after a boot.
+        let snap = file(t.path(), "snap");
+        copy_and_digest(&image, Some(&snap)).unwrap();
+        snap.write_all_at(b"superblock", 1024).unwrap();
+        snap.write_all_at(&[0u8; 4096], 20 << 20).unwrap(); // zeroed chunk
+        snap.write_all_at(&[9u8; 5000], 50 << 20).unwrap(); // new data
+        let want = digest(&snap).unwrap();
+        // A fresh copy of the image (with its own key file, say).
+        let rootfs = file(t.path(), "rootfs");
+        copy_and_digest(&image, Some(&rootfs)).unwrap();
+        rootfs
+            .write_all_at(b"session key", (30 << 20) + 100)
+            .unwrap();
+        let (d, changes) = diff_and_digest(&snap, &rootfs).unwrap();
+        assert_eq!(d, want);
+        assert_eq!(
+            changes,
+            [
+                Change::Write {
+                    at: 0,
+                    len: 1 << 20
+                },
+                Change::Zero {
+                    at: 20 << 20,
+                    len: 1 << 20
+                },
+                Change::Write {
+                    at: 30 << 20,
+                    len: 1 << 20
+                },
+                Change::Write {
+                    at: 50 << 20,
+                    len: 1 << 20
+                },
+            ]
+        );
+        apply(&snap, &rootfs, &changes).unwrap();
+        let a = std::fs::read(t.path().join("snap")).unwrap();
+        let b = std::fs::read(t.path().join("rootfs")).unwrap();
+        assert!(a == b, "content differs");
+        assert!(diff_and_digest(&snap, &rootfs).unwrap().1.is_empty());
+        // Another length is refused.
+        rootfs.set_len(1 << 20).unwrap();
+        assert!(diff_and_digest(&snap, &rootfs).is_err());
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! entry is renamed into the cache (see [`crate::snapcache`]). Any failure
 //! (a full disk included) only costs the snapshot: the VM goes on.
 //!
-//! Restoring: the snapshot's disk is copied (and hashed) to a temporary
-//! file beside the rootfs while a new QEMU loads the memory stream paused
-//! (`-S -incoming`) and the memory file is hashed; only when both digests
-//! match is the copy renamed over the rootfs and the VM continued. Then the
+//! Restoring: while a new QEMU loads the memory stream paused (`-S
+//! -incoming`), the snapshot's disk is hashed and compared with the
+//! session's rootfs (a fresh copy of the same image) and the memory file is
+//! hashed; only when both digests match are the chunks that differ written
+//! into the rootfs and the VM continued. Then the
 //! guest agent re-keys it ([`crate::qga`]). A damaged entry is removed and
 //! the session boots cold.
 
@@ -23,11 +24,10 @@ use crate::qmp::{self, QmpError, Session};
 use crate::snapcache::{self, Cache, Entry, FileSum, KeyInputs, Lookup, Meta};
 use crate::snapdisk;
 use crate::vmm::{self, Launch, Running};
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long loading a memory stream or writing one may take.
@@ -318,17 +318,17 @@ pub async fn save(
     Ok(meta)
 }
 
-/// A VM restored from a snapshot and re-keyed, plus the lock on the rootfs
-/// that is now the snapshot's copy.
+/// A VM restored from a snapshot and re-keyed.
 pub struct Restored {
     pub vm: Running,
-    pub rootfs_lock: Flock<File>,
 }
 
 /// Restores `entry` with `launch` (a QEMU launch) onto `rootfs` and re-keys
-/// the guest with `rekey`. On error nothing of it is left running or
-/// written, except that a rootfs already replaced stays replaced (its
-/// content is then the snapshot's disk: a consistent file system).
+/// the guest with `rekey`. The rootfs is a fresh copy of the snapshot's
+/// image: only the chunks that differ from the snapshot's disk are written,
+/// after both digests matched. On error nothing of it is left running, and
+/// the rootfs is untouched unless the error came after it was rewritten (it
+/// is then the snapshot's disk: a consistent file system).
 pub async fn restore(
     entry: &Entry,
     attempt: Attempt,
@@ -338,14 +338,12 @@ pub async fn restore(
     console: Option<&Path>,
     tail: &Tail,
 ) -> Result<Restored, SnapshotError> {
-    let tmp = TempDisk::new(rootfs, entry.meta.disk.size)?;
-    let (src, dst) = (entry.disk(), tmp.path.clone());
+    let (src, dst) = (entry.disk(), rootfs.to_path_buf());
     let t0 = Instant::now();
-    let disk = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let out = OpenOptions::new().write(true).open(&dst)?;
-        let d = snapdisk::copy_and_digest(&File::open(&src)?, Some(&out));
+    let disk = tokio::task::spawn_blocking(move || {
+        let d = snapdisk::diff_and_digest(&File::open(&src)?, &File::open(&dst)?);
         tracing::info!(
-            "snapshot disk copied and hashed in {:.1} s",
+            "snapshot disk compared and hashed in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
         d
@@ -353,7 +351,6 @@ pub async fn restore(
     let mem_path = entry.memory();
     let memory = tokio::task::spawn_blocking(move || snapdisk::digest(&File::open(&mem_path)?));
     let mut q = launch.clone();
-    q.rootfs = tmp.path.clone();
     q.incoming = Some(entry.memory());
     let agent_socket = q
         .agent_socket
@@ -373,24 +370,48 @@ pub async fn restore(
             }
         };
         let loaded = t0.elapsed().as_secs_f64();
-        check_digest("disk.raw", disk.await, &entry.meta.disk)?;
+        let (disk_digest, changes) = match disk.await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(SnapshotError::Damaged(format!("reading disk.raw: {e}"))),
+            Err(e) => return Err(SnapshotError::Damaged(format!("hashing disk.raw: {e}"))),
+        };
+        check_digest("disk.raw", Ok(Ok(disk_digest)), &entry.meta.disk)?;
         check_digest("memory.bin", memory.await, &entry.meta.memory)?;
         let verified = t0.elapsed().as_secs_f64();
-        let lock = tmp.replace(rootfs)?;
+        let (src, dst) = (entry.disk(), rootfs.to_path_buf());
+        let written: u64 = changes
+            .iter()
+            .map(|c| match c {
+                snapdisk::Change::Write { len, .. } => *len,
+                snapdisk::Change::Zero { .. } => 0,
+            })
+            .sum();
+        blocking(move || {
+            let out = OpenOptions::new()
+                .write(true)
+                .open(&dst)
+                .map_err(io(format!("open {}", dst.display())))?;
+            let src = File::open(&src).map_err(io("open disk.raw"))?;
+            snapdisk::apply(&src, &out, &changes).map_err(io("writing the snapshot's disk"))
+        })
+        .await?;
+        let applied = t0.elapsed().as_secs_f64();
         s.execute("cont", Value::Null).await?;
         let mut agent = Agent::connect(&agent_socket, AGENT_LIMIT).await?;
         let agent_at = t0.elapsed().as_secs_f64();
         qga::rekey(&mut agent, rekey).await?;
         tracing::info!(
             "restore: memory loaded at {loaded:.1} s, files verified at {verified:.1} s, \
-             agent answered at {agent_at:.1} s, re-keyed at {:.1} s",
+             {} MiB of the disk written at {applied:.1} s, agent answered at {agent_at:.1} s, \
+             re-keyed at {:.1} s",
+            written >> 20,
             t0.elapsed().as_secs_f64()
         );
-        Ok(lock)
+        Ok(())
     }
     .await;
     match result {
-        Ok(rootfs_lock) => Ok(Restored { vm, rootfs_lock }),
+        Ok(()) => Ok(Restored { vm }),
         Err(e) => {
             vm.kill().await;
             Err(e)
@@ -421,52 +442,6 @@ async fn connect_qmp(socket: &Path) -> Result<Session, SnapshotError> {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() > deadline => return Err(e.into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// The copy of a snapshot's disk beside the rootfs; removed unless it
-/// replaced the rootfs.
-struct TempDisk {
-    path: PathBuf,
-    done: bool,
-}
-
-impl TempDisk {
-    fn new(rootfs: &Path, size: u64) -> Result<Self, SnapshotError> {
-        let name = rootfs
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let path = rootfs.with_file_name(format!(".{name}.snapshot-{}", std::process::id()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io(format!("create {}", path.display())))?;
-        let t = Self { path, done: false };
-        f.set_len(size).map_err(io("size the disk copy"))?;
-        Ok(t)
-    }
-
-    /// Renames the copy over the rootfs and locks it as `vm run` locks a rootfs.
-    fn replace(mut self, rootfs: &Path) -> Result<Flock<File>, SnapshotError> {
-        fs::rename(&self.path, rootfs).map_err(io(format!("rename over {}", rootfs.display())))?;
-        self.done = true;
-        let f = OpenOptions::new()
-            .append(true)
-            .open(rootfs)
-            .map_err(io(format!("open {}", rootfs.display())))?;
-        Flock::lock(f, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io("lock the restored rootfs")(e.into()))
-    }
-}
-
-impl Drop for TempDisk {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -514,21 +489,5 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&rootfs).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, &1u16.to_le_bytes(), 1024 + 52).unwrap();
         assert!(pristine(&rootfs).unwrap_err().contains("booted before"));
-    }
-
-    #[test]
-    fn temp_disk_is_removed_unless_it_replaced_the_rootfs() {
-        let t = tempfile::tempdir().unwrap();
-        let rootfs = t.path().join("rootfs.ext4");
-        fs::write(&rootfs, b"old").unwrap();
-        let d = TempDisk::new(&rootfs, 4096).unwrap();
-        let p = d.path.clone();
-        assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
-        drop(d);
-        assert!(!p.exists());
-        let d = TempDisk::new(&rootfs, 4096).unwrap();
-        let _lock = d.replace(&rootfs).unwrap();
-        assert_eq!(fs::metadata(&rootfs).unwrap().len(), 4096);
-        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
     }
 }

@@ -70,8 +70,6 @@ struct Supervisor {
     /// Snapshots (`--snapshot auto|refresh`), and the entry to restore.
     snapper: Option<Snapper>,
     restore: Option<(usize, Entry)>,
-    /// The lock on a rootfs replaced by a snapshot's disk.
-    restored_lock: Option<Flock<std::fs::File>>,
 }
 
 async fn run(plan: Plan, t0: Instant) -> CmdResult {
@@ -176,7 +174,6 @@ impl Supervisor {
             identity: id,
             snapper,
             restore,
-            restored_lock: None,
         };
         sup.set(|_| {});
         Ok(sup)
@@ -303,10 +300,7 @@ impl Supervisor {
             &self.tail,
         );
         let mut vm = match restored.await {
-            Ok(r) => {
-                self.restored_lock = Some(r.rootfs_lock);
-                r.vm
-            }
+            Ok(r) => r.vm,
             Err(e) => return Warm::Failed(format!("{e:#}")),
         };
         self.set(|s| s.vmm_pid = vm.pid);
