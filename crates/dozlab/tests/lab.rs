@@ -5,17 +5,15 @@
 //! image through `dozlab up`), catches a verify that always passes and one
 //! that hangs, and boots (and removes) a session of its own.
 
+mod common;
+use common::labfiles::{examples_dir, write_file};
+use common::session::{BIN, Env, vm_image};
+use common::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("labs/examples"))
+    let mut v: Vec<PathBuf> = std::fs::read_dir(examples_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("index.json").exists())
@@ -24,33 +22,28 @@ fn examples() -> Vec<PathBuf> {
     v
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn write(dir: &Path, rel: &str, t: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, t).unwrap();
+/// `dozlab lab validate [--json] DIR`.
+fn validate(flags: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(["lab", "validate"])
+        .args(flags)
+        .arg(dir)
+        .output()
+        .unwrap()
 }
 
 /// A one-step lab with `verify` as its check.
 fn small_lab(verify: &str, extra_index: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    write(
+    write_file(
         d.path(),
         "index.json",
         &format!(
             "{{\n  \"title\": \"small\",\n  \"details\": {{\n    \"steps\": [ {{ \"title\": \"one\", \"text\": \"step1.md\", \"verify\": \"verify.sh\" }} ]\n  }}{extra_index}\n}}\n"
         ),
     );
-    write(d.path(), "step1.md", "`touch /tmp/small-lab`{{exec}}\n");
-    write(d.path(), "verify.sh", verify);
+    write_file(d.path(), "step1.md", "`touch /tmp/small-lab`{{exec}}\n");
+    write_file(d.path(), "verify.sh", verify);
     d
 }
 
@@ -59,11 +52,7 @@ fn validate_accepts_every_example() {
     let ex = examples();
     assert!(ex.len() >= 3, "{ex:?}");
     for dir in ex {
-        let out = Command::new(BIN)
-            .args(["lab", "validate"])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let out = validate(&[], &dir);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -77,17 +66,10 @@ fn validate_accepts_every_example() {
 
 #[test]
 fn validate_reports_broken_labs_with_file_line_and_exit_code() {
-    let run = |dir: &Path| {
-        Command::new(BIN)
-            .args(["lab", "validate"])
-            .arg(dir)
-            .output()
-            .unwrap()
-    };
     // A missing text file.
     let d = small_lab("test -f /tmp/x\n", "");
     std::fs::remove_file(d.path().join("step1.md")).unwrap();
-    let out = run(d.path());
+    let out = validate(&[], d.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("index.json:4: error: \"step1.md\" does not exist"),
@@ -95,8 +77,8 @@ fn validate_reports_broken_labs_with_file_line_and_exit_code() {
         text(&out)
     );
     // Bad JSON.
-    write(d.path(), "index.json", "{\n  \"title\": \"x\",,\n}\n");
-    let out = run(d.path());
+    write_file(d.path(), "index.json", "{\n  \"title\": \"x\",,\n}\n");
+    let out = validate(&[], d.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("index.json:2:"), "{}", text(&out));
     // A glob that matches nothing.
@@ -104,7 +86,7 @@ fn validate_reports_broken_labs_with_file_line_and_exit_code() {
         "test -f /tmp/x\n",
         ",\n  \"x-assets\": 1, \"details\": { \"steps\": [ { \"title\": \"one\", \"text\": \"step1.md\" } ], \"assets\": { \"host01\": [ { \"file\": \"*.conf\", \"target\": \"/etc\" } ] } }",
     );
-    let out = run(d.path());
+    let out = validate(&[], d.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("\"*.conf\" matches no file under assets/"),
@@ -113,16 +95,12 @@ fn validate_reports_broken_labs_with_file_line_and_exit_code() {
     );
     // JSON for scripts.
     let d = small_lab("if true; then\n", "");
-    let out = Command::new(BIN)
-        .args(["lab", "validate", "--json"])
-        .arg(d.path())
-        .output()
-        .unwrap();
+    let out = validate(&["--json"], d.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["problems"][0]["file"], "verify.sh", "{v}");
     // Cannot read.
-    let out = run(&d.path().join("missing"));
+    let out = validate(&[], &d.path().join("missing"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // `lab test` refuses an invalid lab before booting anything.
     let d = small_lab("test -f /tmp/x\n", "");
@@ -136,92 +114,35 @@ fn validate_reports_broken_labs_with_file_line_and_exit_code() {
     assert!(text(&out).contains("lab validate"), "{}", text(&out));
 }
 
-/// Private state roots, so the test's sessions stay apart from others.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("DOZLAB_RUN_DIR", self.dir.path().join("run"))
-            .env("DOZLAB_DATA_DIR", self.dir.path().join("data"))
-            .env_remove("DOZLAB_IMAGE");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn sessions(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("run/sessions"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// Stops the session however the test ends.
-struct Down<'a>(&'a Env, String);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["down", &self.1]);
-    }
-}
-
-/// The cached `vm` image directory (built once).
-fn vm_image() -> String {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/test-image"))
-        .arg("vm")
-        .env("DOZLAB_BIN", BIN)
+/// `dozlab lab test --session SESSION DIR` under `env`'s state roots.
+fn lab_test_in(env: &Env, session: &str, dir: &Path) -> Output {
+    env.cmd(&["lab", "test", "--session", session])
+        .arg(dir)
         .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .lines()
-        .last()
         .unwrap()
-        .to_string()
 }
 
 #[test]
 fn root_lab_test_runs_every_example_and_catches_broken_checks() {
     dozlab_testkit::require_root!("needs root (dozlab up: namespaces, tap, QEMU)");
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = Env::new();
     let image = vm_image();
     let name = format!("lt{}", std::process::id());
-    let out = env.run(&[
-        "up", "--detach", "--name", &name, "--image", &image, "--accel", "tcg",
-    ]);
-    let _down = Down(&env, name.clone());
+    let out = env.up(
+        &name,
+        image.to_str().unwrap(),
+        &["--detach", "--accel", "tcg"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     for dir in examples() {
-        let out = env
-            .cmd(&["lab", "test", "--session", &name])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let out = lab_test_in(&env, &name, &dir);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(0), "{}: {t}", dir.display());
         assert!(t.contains("STEP") && t.contains("passes"), "{t}");
     }
     // A verify that always passes is a bug `lab test` reports.
     let d = small_lab("#!/bin/bash\nexit 0\n", "");
-    let out = env
-        .cmd(&["lab", "test", "--session", &name])
-        .arg(d.path())
-        .output()
-        .unwrap();
+    let out = lab_test_in(&env, &name, d.path());
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("PASSES") && t.contains("always passes"), "{t}");
@@ -230,11 +151,7 @@ fn root_lab_test_runs_every_example_and_catches_broken_checks() {
         "#!/bin/bash\nsleep 600\n",
         ",\n  \"dozlab\": { \"verifyTimeout\": 2 }",
     );
-    let out = env
-        .cmd(&["lab", "test", "--session", &name])
-        .arg(d.path())
-        .output()
-        .unwrap();
+    let out = lab_test_in(&env, &name, d.path());
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
@@ -242,31 +159,23 @@ fn root_lab_test_runs_every_example_and_catches_broken_checks() {
         "{t}"
     );
     // A session that does not exist.
-    let out = env
-        .cmd(&["lab", "test", "--session", "nosuch"])
-        .arg(&examples()[0])
-        .output()
-        .unwrap();
+    let out = lab_test_in(&env, "nosuch", &examples()[0]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]
 fn root_lab_test_boots_and_removes_its_own_session() {
     dozlab_testkit::require_root!("needs root (dozlab up: namespaces, tap, QEMU)");
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = Env::new();
     let image = vm_image();
     let name = format!("lb{}", std::process::id());
-    let lab = root().join("labs/examples/hello-file");
+    let lab = examples_dir().join("hello-file");
     let out = env
-        .cmd(&[
-            "lab", "test", "--image", &image, "--accel", "tcg", "--name", &name,
-        ])
+        .cmd(&["lab", "test", "--image", image.to_str().unwrap()])
+        .args(["--accel", "tcg", "--name", &name])
         .arg(&lab)
         .output()
         .unwrap();
-    let _down = Down(&env, name.clone());
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(

@@ -5,16 +5,15 @@
 //! files and one holding a single `lab.tar.gz`; refused archives (a
 //! symlink), invalid labs and unusable destinations, each leaving nothing.
 
+mod common;
+use common::labfiles::{examples_dir, tar_gz};
+use common::{sigterm, text};
 use dozlab_fetch::testing::{FaultServer, sha256_hex};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs/examples")
-}
 
 /// A copy of the `toolbox` example in `d/labs/toolbox`, one asset made
 /// 0750 (the example's files are all 0644) so modes are seen to travel.
@@ -23,7 +22,7 @@ fn toolbox(d: &Path) -> PathBuf {
     std::fs::create_dir_all(&labs).unwrap();
     let st = Command::new("cp")
         .arg("-a")
-        .arg(examples().join("toolbox"))
+        .arg(examples_dir().join("toolbox"))
         .arg(&labs)
         .status()
         .unwrap();
@@ -35,15 +34,6 @@ fn toolbox(d: &Path) -> PathBuf {
     )
     .unwrap();
     copy
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn fetch(args: &[&str]) -> Output {
@@ -64,20 +54,6 @@ fn s(p: &Path) -> &str {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-/// `tar -czf OUT -C DIR ARGS...`.
-fn tar_gz(out: &Path, dir: &Path, args: &[&str]) -> Vec<u8> {
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(out)
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::read(out).unwrap()
 }
 
 /// The names in `dir`, sorted.
@@ -216,7 +192,7 @@ fn configmap_mounts_flat_files_or_a_single_archive() {
     let cm = d.path().join("lab-src");
     let data = cm.join("..2026_12_02_08_00_00.1");
     std::fs::create_dir_all(&data).unwrap();
-    let hello = examples().join("hello-file");
+    let hello = examples_dir().join("hello-file");
     for e in std::fs::read_dir(&hello).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
@@ -342,7 +318,7 @@ fn a_stopped_fetch_leaves_nothing_and_a_killed_ones_stage_is_swept() {
     // A stage a SIGKILLed run left behind, for this destination.
     let stale = d.path().join(".lab.dozlab-fetch-left");
     std::fs::create_dir_all(stale.join("lab")).unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["lab", "fetch", &url, "--dest", s(&dest)])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -360,11 +336,7 @@ fn a_stopped_fetch_leaves_nothing_and_a_killed_ones_stage_is_swept() {
         .filter(|n| n.starts_with(".lab.dozlab-fetch-"))
         .collect();
     assert_eq!(staged.len(), 1, "{:?}", names(d.path()));
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(child.id());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("interrupted"), "{}", text(&out));

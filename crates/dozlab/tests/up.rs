@@ -11,8 +11,9 @@
 
 mod common;
 use common::session::{
-    BIN, BOOT_FLAGS, Env, record, ssh, terminal_login, text, tiny_ext4, try_http, vm_image,
+    BIN, BOOT_FLAGS, Env, record, ssh, terminal_login, tiny_ext4, try_http, vm_image,
 };
+use common::text;
 use dozlab_fetch::Compression;
 use dozlab_fetch::testing::{FaultServer, compress, sha256_hex};
 use std::io::{Read, Write};

@@ -7,9 +7,11 @@
 //! tap or nftables table exists, and leave nothing.
 
 mod common;
+use common::labfiles::{tar_gz, write_file};
 use common::session::{
-    BIN, BOOT_FLAGS, Env, http, record, ssh, terminal_login, text, tiny_ext4, vm_image,
+    BIN, BOOT_FLAGS, Env, http, record, ssh, terminal_login, tiny_ext4, vm_image,
 };
+use common::text;
 use dozlab_fetch::testing::{FaultServer, sha256_hex};
 use std::path::Path;
 use std::process::Command;
@@ -24,16 +26,10 @@ fn name(tag: &str) -> String {
     common::session::session_name("l", tag)
 }
 
-fn write(dir: &Path, rel: &str, t: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, t).unwrap();
-}
-
 /// A one-step lab with assets (a glob with `+x`, a `**` tree with `0600`)
 /// and an intro background that records which asset it saw.
 fn write_lab(dir: &Path) {
-    write(
+    write_file(
         dir,
         "index.json",
         r#"{
@@ -49,35 +45,21 @@ fn write_lab(dir: &Path) {
 }
 "#,
     );
-    write(dir, "intro.md", "# Up lab\n");
-    write(
+    write_file(dir, "intro.md", "# Up lab\n");
+    write_file(
         dir,
         "intro-bg.sh",
         "#!/bin/sh\necho \"intro ran, saw $(ls /usr/local/bin/hello-lab.sh)\" > /root/intro-ran\n",
     );
-    write(dir, "step1.md", "`touch /tmp/up-lab`{{exec}}\n");
-    write(dir, "verify1.sh", "test -f /tmp/up-lab\n");
-    write(
+    write_file(dir, "step1.md", "`touch /tmp/up-lab`{{exec}}\n");
+    write_file(dir, "verify1.sh", "test -f /tmp/up-lab\n");
+    write_file(
         dir,
         "assets/bin/hello-lab.sh",
         "#!/bin/sh\necho hello from the lab\n",
     );
-    write(dir, "assets/conf/app.ini", "[app]\n");
-    write(dir, "assets/conf/deep/more.ini", "[more]\n");
-}
-
-/// `tar -czf` of `dir`'s contents.
-fn tar_gz(dir: &Path, out: &Path) -> Vec<u8> {
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(out)
-        .arg("-C")
-        .arg(dir)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::read(out).unwrap()
+    write_file(dir, "assets/conf/app.ini", "[app]\n");
+    write_file(dir, "assets/conf/deep/more.ini", "[more]\n");
 }
 
 #[test]
@@ -117,8 +99,8 @@ fn root_bad_labs_are_refused_before_anything_starts() {
     }
 
     // A lab .tar.gz URL whose sha256 is not the one given.
-    write(&lab, "step1.md", "`touch /tmp/x`{{exec}}\n");
-    let archive = tar_gz(&lab, &d.path().join("lab.tar.gz"));
+    write_file(&lab, "step1.md", "`touch /tmp/x`{{exec}}\n");
+    let archive = tar_gz(&d.path().join("lab.tar.gz"), &lab, &["."]);
     let server = FaultServer::start().unwrap();
     server.add("/lab.tar.gz", archive.clone());
     let url = server.url("/lab.tar.gz");
@@ -163,7 +145,7 @@ fn root_up_with_a_lab_url_installs_it_and_the_terminal_serves_it() {
     let d = tempfile::tempdir().unwrap();
     let lab = d.path().join("lab");
     write_lab(&lab);
-    let archive = tar_gz(&lab, &d.path().join("lab.tar.gz"));
+    let archive = tar_gz(&d.path().join("lab.tar.gz"), &lab, &["."]);
     let server = FaultServer::start().unwrap();
     server.add("/labs/up-lab.tar.gz", archive.clone());
     let url = server.url("/labs/up-lab.tar.gz");
@@ -233,7 +215,7 @@ fn root_a_failing_intro_background_fails_the_start_and_leaves_nothing() {
     let d = tempfile::tempdir().unwrap();
     let lab = d.path().join("lab");
     write_lab(&lab);
-    write(
+    write_file(
         &lab,
         "intro-bg.sh",
         "#!/bin/sh\necho broken-setup-$((40+2)) >&2\nexit 3\n",

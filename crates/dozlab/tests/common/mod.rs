@@ -2,5 +2,28 @@
 // Each test file is its own crate and uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod labfiles;
 pub mod podnet;
 pub mod session;
+
+use std::process::{Command, Output};
+
+/// Exit status, stdout and stderr of `o`, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Sends SIGTERM to `pid` (what the kubelet, or `kill`, sends) and asserts
+/// it was delivered.
+pub fn sigterm(pid: u32) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill -TERM {pid}");
+}

@@ -2,6 +2,7 @@
 //! roots, running the binary, the check that a session left nothing, the
 //! cached `vm` image, and reaching a ready session's terminal and SSH.
 
+use super::text;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,17 @@ impl Env {
         assert!(procs.is_empty(), "processes left: {procs:?}");
     }
 
+    /// Names of the sessions under these state roots (their run directories).
+    pub fn sessions(&self) -> Vec<String> {
+        std::fs::read_dir(self.run_root().join("sessions"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Asserts that no supervisor ever ran under these state roots (it
     /// would have noted its end in `ended.log`).
     pub fn assert_no_supervisor_ran(&self) {
@@ -153,16 +165,6 @@ pub fn processes_mentioning(text: &str) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-/// Exit status, stdout and stderr of `o`, for assertion messages.
-pub fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A session name unique to this test process: `PREFIX<pid>-TAG` (each
