@@ -5,20 +5,34 @@
 //! Builds need root and mmdebstrap (CI runs as root); without them the build
 //! tests skip through dozlab-testkit (a failure in strict mode, docs/testing.md).
 
+mod common;
+use common::sigterm;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// Runs the binary without `DOZLAB_CACHE` (scripts/test exports it), so a
+const BIN: &str = env!("CARGO_BIN_EXE_dozlab");
+
+/// `dozlab ARGS` without `DOZLAB_CACHE` (scripts/test exports it), so a
 /// build uses a cache only when the test passes `--cache`.
+fn dozlab_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("DOZLAB_CACHE").args(args);
+    cmd
+}
+
+/// Runs [`dozlab_cmd`] to its end.
 fn dozlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dozlab"))
-        .env_remove("DOZLAB_CACHE")
-        .args(args)
-        .output()
-        .expect("run dozlab")
+    dozlab_cmd(args).output().expect("run dozlab")
+}
+
+/// The arguments of `dozlab image build` of `profile` (a name or a recipe
+/// file) into `out`.
+fn build_args<'a>(profile: &'a str, out: &'a Path) -> [&'a str; 6] {
+    let out = out.to_str().unwrap();
+    ["image", "build", "--profile", profile, "--out", out]
 }
 
 fn stderr(o: &Output) -> String {
@@ -46,16 +60,10 @@ fn cache_dir() -> PathBuf {
 /// Builds (or reuses the cached) minimal profile into a fresh directory.
 fn build_minimal(out: &Path) {
     let cache = cache_dir();
-    let o = dozlab(&[
-        "image",
-        "build",
-        "--profile",
-        "minimal",
-        "--out",
-        out.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let o = dozlab_cmd(&build_args("minimal", out))
+        .args(["--cache", cache.to_str().unwrap()])
+        .output()
+        .expect("run dozlab");
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(stdout.lines().last().unwrap(), out.to_str().unwrap());
@@ -164,7 +172,7 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &Path) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+    let mut child = Command::new(BIN)
         .args([
             "image",
             "serve",
@@ -235,14 +243,7 @@ fn serve_the_build_with_ranges_and_an_index() {
     assert_eq!(code, 404);
 
     // SIGTERM: a graceful stop with exit 0.
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(server.0.id());
     assert!(server.0.wait().unwrap().success());
 }
 
@@ -296,22 +297,14 @@ fn verify_refuses_garbage_with_exit_2() {
 fn bad_build_input_is_refused_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let out_s = out.to_str().unwrap();
 
-    let o = dozlab(&["image", "build", "--profile", "nope", "--out", out_s]);
+    let o = dozlab(&build_args("nope", &out));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown profile `nope`"));
 
     let bad = dir.path().join("bad.toml");
     fs::write(&bad, "extends = \"minimal\"\npackages = [\"rm -rf\"]\n").unwrap();
-    let o = dozlab(&[
-        "image",
-        "build",
-        "--profile",
-        bad.to_str().unwrap(),
-        "--out",
-        out_s,
-    ]);
+    let o = dozlab(&build_args(bad.to_str().unwrap(), &out));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("not a Debian package name"),
@@ -352,14 +345,7 @@ fn pinned_file_with_a_wrong_sha256_fails_the_build_cleanly() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let o = dozlab(&[
-        "image",
-        "build",
-        "--profile",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = dozlab(&build_args(recipe.to_str().unwrap(), &out));
     server.join().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
@@ -378,16 +364,7 @@ fn pinned_file_with_a_wrong_sha256_fails_the_build_cleanly() {
 fn missing_tools_and_non_root_are_named_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_dozlab"))
-        .env_remove("DOZLAB_CACHE")
-        .args([
-            "image",
-            "build",
-            "--profile",
-            "minimal",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+    let o = dozlab_cmd(&build_args("minimal", &out))
         .env("PATH", dir.path())
         .output()
         .unwrap();
@@ -404,21 +381,13 @@ fn missing_tools_and_non_root_are_named_before_anything_starts() {
     require_build_host!();
     dozlab_testkit::require_path!(setpriv, "install util-linux (scripts/setup)");
     // A copy nobody can run wherever the checkout lives.
-    let copy =
-        dozlab_testkit::world_executable_copy(Path::new(env!("CARGO_BIN_EXE_dozlab"))).unwrap();
+    let copy = dozlab_testkit::world_executable_copy(Path::new(BIN)).unwrap();
     let o = Command::new(setpriv)
         .env_remove("DOZLAB_CACHE")
         .current_dir("/")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(copy.path())
-        .args([
-            "image",
-            "build",
-            "--profile",
-            "minimal",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(build_args("minimal", &out))
         .output()
         .unwrap();
     let err = stderr(&o);
@@ -432,16 +401,7 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
     require_build_host!();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
-        .env_remove("DOZLAB_CACHE")
-        .args([
-            "image",
-            "build",
-            "--profile",
-            "minimal",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+    let mut child = dozlab_cmd(&build_args("minimal", &out))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -460,11 +420,7 @@ fn interrupted_build_stops_mmdebstrap_and_leaves_nothing() {
     }
     assert!(seen.iter().any(|l| l.contains("bootstrap")), "{seen:?}");
     let pid = child.id();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(pid);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{rest:?}");
@@ -509,7 +465,7 @@ fn a_build_waiting_for_the_cache_lock_can_be_interrupted() {
     // Another "build" holds the lock for this key.
     let lock = fs::File::create(images.join(format!("{key}.lock"))).unwrap();
     lock.lock().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dozlab"))
+    let mut child = Command::new(BIN)
         .args([
             "image",
             "cached",
@@ -528,13 +484,7 @@ fn a_build_waiting_for_the_cache_lock_can_be_interrupted() {
         .map_while(Result::ok)
         .find(|l| l.contains("another build holds"));
     assert!(waiting.is_some(), "the waiter says what it waits for");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let mut out = String::new();
