@@ -138,6 +138,9 @@ pub struct RunArgs {
     /// The node-local snapshot cache directory (needed unless --snapshot off).
     #[arg(long, env = "SNAPSHOT_CACHE")]
     pub snapshot_cache: Option<PathBuf>,
+    /// The image's sha256 (64 hex digits), keying snapshots when no manifest.json is beside the rootfs.
+    #[arg(long, env = "IMAGE_SHA256", value_name = "HEX")]
+    pub image_sha256: Option<String>,
 }
 
 /// `dozlab vm status`.
@@ -189,6 +192,7 @@ impl From<RunArgs> for RunSettings {
             kvm_probe_timeout: a.kvm_probe_timeout,
             snapshot: a.snapshot,
             snapshot_cache: a.snapshot_cache,
+            image_sha256: a.image_sha256.filter(|s| !s.is_empty()),
         }
     }
 }

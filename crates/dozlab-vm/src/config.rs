@@ -136,6 +136,8 @@ pub struct SnapshotPlan {
     pub refresh: bool,
     /// The image has Docker: a snapshot is saved only once it answers.
     pub docker: bool,
+    /// `--image-sha256`, lowercase.
+    pub image_sha256: Option<String>,
 }
 
 /// Host facts the checks depend on (swappable in tests).
@@ -279,10 +281,22 @@ fn snapshot_plan(a: &RunSettings, docker: bool) -> Result<Option<SnapshotPlan>, 
             cache.display()
         )));
     }
+    let image_sha256 = match &a.image_sha256 {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(h) => {
+            return Err(ConfigError::Snapshot(format!(
+                "--image-sha256 {h:?} is not 64 hex digits"
+            )));
+        }
+        None => None,
+    };
     Ok(Some(SnapshotPlan {
         cache,
         refresh,
         docker,
+        image_sha256,
     }))
 }
 

@@ -131,6 +131,8 @@ pub struct RunSettings {
     pub snapshot: SnapshotMode,
     /// The snapshot cache directory (needed unless `snapshot` is off).
     pub snapshot_cache: Option<PathBuf>,
+    /// The image's sha256, keying snapshots when no manifest.json is beside the rootfs.
+    pub image_sha256: Option<String>,
 }
 
 impl RunSettings {
@@ -172,6 +174,7 @@ impl RunSettings {
             kvm_probe_timeout: KVM_PROBE_TIMEOUT_S,
             snapshot: SnapshotMode::Off,
             snapshot_cache: None,
+            image_sha256: None,
         }
     }
 }

@@ -90,7 +90,11 @@ impl Snapper {
             disk_size: 0,
         };
         let mut facts = || -> Result<(), String> {
-            s.image_sha256 = image_sha256(rootfs)?;
+            s.image_sha256 = match (image_sha256(rootfs), &sp.image_sha256) {
+                (Ok(h), _) => h,
+                (Err(_), Some(h)) => h.clone(),
+                (Err(why), None) => return Err(format!("{why}, or give --image-sha256")),
+            };
             pristine(rootfs)?;
             s.disk_size = fs::metadata(rootfs).map_err(|e| e.to_string())?.len();
             let hash = |p: &Path| {

@@ -122,6 +122,19 @@ fn vm_run_refuses_bad_input_before_starting_anything() {
             ],
             "is not a directory",
         ),
+        (
+            &[
+                "--rootfs",
+                img,
+                "--snapshot",
+                "auto",
+                "--snapshot-cache",
+                "/tmp",
+                "--image-sha256",
+                "xyz",
+            ],
+            "--image-sha256 \"xyz\" is not 64 hex digits",
+        ),
     ];
     for (args, want) in cases {
         let out = vm_run(t.path(), args);
