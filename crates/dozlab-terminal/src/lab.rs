@@ -164,13 +164,14 @@ impl LabPanel {
     }
 
     pub(crate) fn count_background(&self, page: usize, ok: bool) {
+        self.bump(&self.backgrounds, page, ok);
+    }
+
+    /// Adds one to the count of page `page` (by its label) and `outcome`.
+    fn bump<K: Ord>(&self, counts: &Mutex<BTreeMap<(String, K), u64>>, page: usize, outcome: K) {
         let label = self.view.pages[page].id.to_string();
-        *self
-            .backgrounds
-            .lock()
-            .expect("lock")
-            .entry((label, ok))
-            .or_default() += 1;
+        let mut counts = counts.lock().expect("lock");
+        *counts.entry((label, outcome)).or_default() += 1;
     }
 
     fn save(&self, p: &Progress) -> std::io::Result<()> {
@@ -208,13 +209,7 @@ impl LabPanel {
     }
 
     fn count(&self, page: usize, result: &'static str) {
-        let label = self.view.pages[page].id.to_string();
-        *self
-            .counters
-            .lock()
-            .expect("lock")
-            .entry((label, result))
-            .or_default() += 1;
+        self.bump(&self.counters, page, result);
     }
 
     /// The counters in the Prometheus text format.
