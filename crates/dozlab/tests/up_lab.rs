@@ -29,10 +29,7 @@ fn name(tag: &str) -> String {
 /// A one-step lab with assets (a glob with `+x`, a `**` tree with `0600`)
 /// and an intro background that records which asset it saw.
 fn write_lab(dir: &Path) {
-    write_file(
-        dir,
-        "index.json",
-        r#"{
+    let index = r#"{
   "title": "Up lab",
   "details": {
     "intro": { "text": "intro.md", "background": "intro-bg.sh" },
@@ -43,23 +40,24 @@ fn write_lab(dir: &Path) {
     ] }
   }
 }
-"#,
-    );
-    write_file(dir, "intro.md", "# Up lab\n");
-    write_file(
-        dir,
-        "intro-bg.sh",
-        "#!/bin/sh\necho \"intro ran, saw $(ls /usr/local/bin/hello-lab.sh)\" > /root/intro-ran\n",
-    );
-    write_file(dir, "step1.md", "`touch /tmp/up-lab`{{exec}}\n");
-    write_file(dir, "verify1.sh", "test -f /tmp/up-lab\n");
-    write_file(
-        dir,
-        "assets/bin/hello-lab.sh",
-        "#!/bin/sh\necho hello from the lab\n",
-    );
-    write_file(dir, "assets/conf/app.ini", "[app]\n");
-    write_file(dir, "assets/conf/deep/more.ini", "[more]\n");
+"#;
+    let intro_bg =
+        "#!/bin/sh\necho \"intro ran, saw $(ls /usr/local/bin/hello-lab.sh)\" > /root/intro-ran\n";
+    for (rel, text) in [
+        ("index.json", index),
+        ("intro.md", "# Up lab\n"),
+        ("intro-bg.sh", intro_bg),
+        ("step1.md", "`touch /tmp/up-lab`{{exec}}\n"),
+        ("verify1.sh", "test -f /tmp/up-lab\n"),
+        (
+            "assets/bin/hello-lab.sh",
+            "#!/bin/sh\necho hello from the lab\n",
+        ),
+        ("assets/conf/app.ini", "[app]\n"),
+        ("assets/conf/deep/more.ini", "[more]\n"),
+    ] {
+        write_file(dir, rel, text);
+    }
 }
 
 #[test]
