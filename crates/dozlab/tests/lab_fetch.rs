@@ -7,7 +7,7 @@
 
 mod common;
 use common::labfiles::{examples_dir, tar_gz};
-use common::{sigterm, text};
+use common::{assert_exit, sigterm, text};
 use dozlab_fetch::testing::{FaultServer, sha256_hex};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -92,12 +92,7 @@ fn a_directory_is_copied_into_a_new_dest_and_validated() {
     let src = toolbox(d.path());
     let dest = d.path().join("deep/lab");
     let out = fetch(&[s(&src), "--dest", s(&dest)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("lab \"A small toolbox\" (3 steps"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 0, "lab \"A small toolbox\" (3 steps");
     assert_toolbox(&dest);
     assert_eq!(names(&d.path().join("deep")), vec!["lab"], "no stage left");
 }
@@ -119,8 +114,7 @@ fn a_url_archive_is_checked_against_its_sha256() {
 
     let wrong = sha256_hex(b"another archive");
     let out = fetch(&[&url, "--dest", s(&dest), "--sha256", &wrong]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("sha256"), "{}", text(&out));
+    assert_exit(&out, 1, "sha256");
     assert!(!dest.exists(), "nothing at --dest after a refused download");
     assert_eq!(
         names(d.path()),
@@ -129,21 +123,18 @@ fn a_url_archive_is_checked_against_its_sha256() {
     );
 
     let bad = fetch(&[&url, "--dest", s(&dest), "--sha256", "abc"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    assert!(text(&bad).contains("64 hex digits"), "{}", text(&bad));
+    assert_exit(&bad, 2, "64 hex digits");
 
     let right = sha256_hex(&archive);
     let out = fetch(&[&url, "--dest", s(&dest), "--sha256", &right]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains(&right), "{}", text(&out));
+    assert_exit(&out, 0, &right);
     assert!(!text(&out).contains("not verified"), "{}", text(&out));
     assert_toolbox(&dest);
 
     // Without a digest it works, with a warning.
     let dest2 = d.path().join("lab2");
     let out = fetch(&[&url, "--dest", s(&dest2)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("is not verified"), "{}", text(&out));
+    assert_exit(&out, 0, "is not verified");
 }
 
 #[test]
@@ -180,8 +171,7 @@ fn an_empty_mounted_dest_is_filled_and_a_second_run_replaces_it() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
     let out = fetch(&[s(&archive), "--dest", s(&other)]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+    assert_exit(&out, 2, "is not empty");
     assert_eq!(names(&other), vec!["notes.txt"]);
 }
 
@@ -251,17 +241,11 @@ fn refused_and_invalid_labs_leave_nothing() {
     tar_gz(&archive, &src, &["."]);
     for target in [&dest, &mounted] {
         let out = fetch(&[s(&archive), "--dest", s(target)]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(
-            text(&out).contains("shadow.md\" is a symlink"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 1, "shadow.md\" is a symlink");
     }
     // The same link in a source directory leads outside it: refused too.
     let out = fetch(&[s(&src), "--dest", s(&dest)]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("outside"), "{}", text(&out));
+    assert_exit(&out, 1, "outside");
     std::fs::remove_file(src.join("assets/site/pages/shadow.md")).unwrap();
 
     // An invalid lab: the report names the file and line.
@@ -269,12 +253,7 @@ fn refused_and_invalid_labs_leave_nothing() {
     tar_gz(&archive, &src, &["."]);
     for target in [&dest, &mounted] {
         let out = fetch(&[s(&archive), "--dest", s(target)]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(
-            text(&out).contains("index.json:8: error: \"step2.md\" does not exist"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 1, "index.json:8: error: \"step2.md\" does not exist");
     }
     // Not a lab at all.
     let empty = d.path().join("empty");
@@ -282,22 +261,15 @@ fn refused_and_invalid_labs_leave_nothing() {
     std::fs::write(empty.join("README"), "hi").unwrap();
     tar_gz(&archive, &empty, &["."]);
     let out = fetch(&[s(&archive), "--dest", s(&dest)]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("holds no index.json"), "{}", text(&out));
+    assert_exit(&out, 1, "holds no index.json");
 
     // A source that does not exist; a dest that is a file.
     let out = fetch(&["/nonexistent/lab.tar.gz", "--dest", s(&dest)]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("not found"), "{}", text(&out));
+    assert_exit(&out, 2, "not found");
     let out = fetch(&[s(&src), "--dest", s(&archive)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = fetch(&[s(&src), "--dest", s(&src.join("copy"))]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("inside the lab directory"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, "inside the lab directory");
     assert!(!src.join("copy").exists());
 
     assert!(!dest.exists(), "nothing at a new --dest");
@@ -338,8 +310,7 @@ fn a_stopped_fetch_leaves_nothing_and_a_killed_ones_stage_is_swept() {
     assert_eq!(staged.len(), 1, "{:?}", names(d.path()));
     sigterm(child.id());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    assert_exit(&out, 130, "interrupted");
     assert_eq!(names(d.path()), vec!["lab.tar.gz", "labs"], "nothing left");
 }
 

@@ -13,7 +13,7 @@ mod common;
 use common::session::{
     BIN, BOOT_FLAGS, Env, record, ssh, terminal_login, tiny_ext4, try_http, vm_image,
 };
-use common::text;
+use common::{assert_exit, text};
 use dozlab_fetch::Compression;
 use dozlab_fetch::testing::{FaultServer, compress, sha256_hex};
 use std::io::{Read, Write};
@@ -79,12 +79,7 @@ fn root_missing_image_file_is_a_usage_error_and_leaves_nothing() {
     let env = Env::new();
     let n = name("missing");
     let out = env.run(&["up", "--name", &n, "--image", "/nonexistent/rootfs.ext4"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("/nonexistent/rootfs.ext4 not found"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, "/nonexistent/rootfs.ext4 not found");
     env.assert_nothing_left(&n, None);
     let ls = env.run(&["ls"]);
     assert!(String::from_utf8_lossy(&ls.stdout).contains("No sessions"));
@@ -100,21 +95,15 @@ fn root_taken_port_is_refused_and_leaves_nothing() {
     let port = held.local_addr().unwrap().port().to_string();
     let n = name("port");
     let out = env.up(&n, img.to_str().unwrap(), &["--port", &port]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("port {port} on 127.0.0.1 is already in use")),
-        "{}",
-        text(&out)
+    assert_exit(
+        &out,
+        2,
+        &format!("port {port} on 127.0.0.1 is already in use"),
     );
     env.assert_nothing_left(&n, None);
     // The same for a --forward port, with --detach (the launcher path).
     let out = env.up(&n, img.to_str().unwrap(), &["--forward", &port, "--detach"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("--forward {port}")),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, &format!("--forward {port}"));
     env.assert_nothing_left(&n, None);
 }
 
@@ -209,11 +198,10 @@ fn root_disk_smaller_than_the_image_is_a_usage_error_and_leaves_nothing() {
     let img = tiny_ext4(dir.path());
     let n = name("disk");
     let out = env.up(&n, img.to_str().unwrap(), &["--disk", "16M"]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(
-        t.contains("--disk 16.0 MiB is smaller than the image (32.0 MiB)"),
-        "{t}"
+    assert_exit(
+        &out,
+        2,
+        "--disk 16.0 MiB is smaller than the image (32.0 MiB)",
     );
     env.assert_nothing_left(&n, None);
 }
@@ -316,8 +304,7 @@ fn down_ls_and_logs_report_unknown_sessions() {
         // A name in use (its run directory exists) is refused before anything is made.
         std::fs::create_dir_all(env.run_root().join("sessions").join("taken")).unwrap();
         let out = env.run(&["up", "--name", "taken", "--image", BIN]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(text(&out).contains("already exists"), "{}", text(&out));
+        assert_exit(&out, 2, "already exists");
     }
 }
 
@@ -325,8 +312,7 @@ fn down_ls_and_logs_report_unknown_sessions() {
 fn not_root_is_told_to_use_sudo() {
     if !is_root() {
         let out = Command::new(BIN).args(["up"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-        assert!(text(&out).contains("sudo"), "{}", text(&out));
+        assert_exit(&out, 3, "sudo");
         return;
     }
     // As root: drop to nobody with setpriv (util-linux) to see the message,
@@ -341,8 +327,7 @@ fn not_root_is_told_to_use_sudo() {
         .current_dir("/")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("must run as root"), "{}", text(&out));
+    assert_exit(&out, 3, "must run as root");
     assert!(text(&out).contains("sudo"), "{}", text(&out));
 }
 

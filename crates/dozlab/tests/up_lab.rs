@@ -11,7 +11,7 @@ use common::labfiles::{tar_gz, write_file};
 use common::session::{
     BIN, BOOT_FLAGS, Env, http, record, ssh, terminal_login, tiny_ext4, vm_image,
 };
-use common::text;
+use common::{assert_exit, text};
 use dozlab_fetch::testing::{FaultServer, sha256_hex};
 use std::path::Path;
 use std::process::Command;
@@ -89,9 +89,7 @@ fn root_bad_labs_are_refused_before_anything_starts() {
             &["--lab", lab_s]
         };
         let out = env.up(&n, img, flags);
-        let t = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{t}");
-        assert!(t.contains("\"step1.md\" does not exist"), "{t}");
+        assert_exit(&out, 2, "\"step1.md\" does not exist");
         env.assert_nothing_left(&n, None);
         env.assert_no_supervisor_ran();
     }

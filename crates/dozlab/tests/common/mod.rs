@@ -18,6 +18,14 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts that `o` exited with `code` and that its output (stdout or
+/// stderr) mentions `needle`.
+pub fn assert_exit(o: &Output, code: i32, needle: &str) {
+    let t = text(o);
+    assert_eq!(o.status.code(), Some(code), "{t}");
+    assert!(t.contains(needle), "{needle:?} in {t}");
+}
+
 /// Sends SIGTERM to `pid` (what the kubelet, or `kill`, sends) and asserts
 /// it was delivered.
 pub fn sigterm(pid: u32) {
