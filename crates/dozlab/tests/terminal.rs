@@ -3,6 +3,8 @@
 //! secrets kept out of its logs. The WebSocket/SSH behaviour is tested against
 //! a real sshd in crates/dozlab-terminal/tests.
 
+mod common;
+use common::{free_port, sigterm};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -128,14 +130,6 @@ fn http(port: u16, request: &str) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,11 +218,7 @@ fn the_binary_serves_probes_and_login_and_keeps_secrets_out_of_logs() {
         ),
     );
     assert!(down.starts_with("HTTP/1.1 503"), "{down}");
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    sigterm(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM stops it cleanly: {status}");
     let logs = std::fs::read_to_string(dir.path().join("log")).unwrap();

@@ -13,7 +13,7 @@ mod common;
 use common::session::{
     BIN, BOOT_FLAGS, Env, record, ssh, terminal_login, tiny_ext4, try_http, vm_image,
 };
-use common::{assert_exit, text};
+use common::{assert_exit, free_port, text};
 use dozlab_fetch::Compression;
 use dozlab_fetch::testing::{FaultServer, compress, sha256_hex};
 use std::io::{Read, Write};
@@ -605,11 +605,6 @@ fn root_callers_environment_does_not_reach_the_components() {
     };
     assert!(down.status.success(), "{}", text(&down));
     env.assert_nothing_left(&n, slot);
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// The real `code-server` on PATH (scripts/setup installs code-server 4.96.4

@@ -35,3 +35,12 @@ pub fn sigterm(pid: u32) {
         .unwrap();
     assert!(kill.success(), "kill -TERM {pid}");
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
