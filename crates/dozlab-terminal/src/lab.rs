@@ -11,8 +11,9 @@
 
 use crate::labsetup::Setup;
 use crate::web::AppState;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -300,8 +301,19 @@ pub fn routes(panel: Arc<LabPanel>) -> Router<AppState> {
         .layer(Extension(panel))
 }
 
-fn refuse(st: &AppState, headers: &HeaderMap) -> Option<Response> {
-    st.guard(headers).err().map(IntoResponse::into_response)
+/// Proof that a request may use the lab: the terminal's Origin and login
+/// checks passed. As the first extractor of every lab route, it refuses
+/// (403, then 401) before anything else of the request is read.
+struct Allowed;
+
+impl FromRequestParts<AppState> for Allowed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        st.guard(&parts.headers)
+            .map(|()| Allowed)
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -309,17 +321,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Page `page` of the lab for a page request (`goto`, `check`), or the
-/// answer refusing it: no session (as every route), no such page (404),
-/// or a page still locked behind the check of one before it (409).
-fn open_page<'a>(
-    st: &AppState,
-    headers: &HeaderMap,
-    panel: &'a LabPanel,
-    page: usize,
-) -> Result<&'a dozlab_lab::view::PageView, Box<Response>> {
-    if let Some(r) = refuse(st, headers) {
-        return Err(Box::new(r));
-    }
+/// answer refusing it: no such page (404), or a page still locked behind
+/// the check of one before it (409).
+fn open_page(panel: &LabPanel, page: usize) -> Result<&dozlab_lab::view::PageView, Box<Response>> {
     let n = panel.view.pages.len();
     let Some(view) = panel.view.pages.get(page) else {
         return Err(Box::new(error(
@@ -336,14 +340,7 @@ fn open_page<'a>(
     Ok(view)
 }
 
-async fn show(
-    State(st): State<AppState>,
-    Extension(panel): Extension<Arc<LabPanel>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refuse(&st, &headers) {
-        return r;
-    }
+async fn show(_: Allowed, Extension(panel): Extension<Arc<LabPanel>>) -> Response {
     let body = LabResponse {
         lab: &panel.view,
         progress: panel.state(panel.progress()),
@@ -352,12 +349,12 @@ async fn show(
 }
 
 async fn goto(
+    _: Allowed,
     State(st): State<AppState>,
     Extension(panel): Extension<Arc<LabPanel>>,
-    headers: HeaderMap,
     Json(req): Json<PageRequest>,
 ) -> Response {
-    if let Err(r) = open_page(&st, &headers, &panel, req.page) {
+    if let Err(r) = open_page(&panel, req.page) {
         return *r;
     }
     let p = panel.update(|p| {
@@ -369,12 +366,12 @@ async fn goto(
 }
 
 async fn check(
+    _: Allowed,
     State(st): State<AppState>,
     Extension(panel): Extension<Arc<LabPanel>>,
-    headers: HeaderMap,
     Json(req): Json<PageRequest>,
 ) -> Response {
-    let view = match open_page(&st, &headers, &panel, req.page) {
+    let view = match open_page(&panel, req.page) {
         Ok(view) => view,
         Err(r) => return *r,
     };
@@ -429,14 +426,7 @@ async fn check(
     .into_response()
 }
 
-async fn metrics(
-    State(st): State<AppState>,
-    Extension(panel): Extension<Arc<LabPanel>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refuse(&st, &headers) {
-        return r;
-    }
+async fn metrics(_: Allowed, Extension(panel): Extension<Arc<LabPanel>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -462,14 +452,10 @@ fn content_type(path: &str) -> Option<&'static str> {
 }
 
 async fn file(
-    State(st): State<AppState>,
+    _: Allowed,
     Extension(panel): Extension<Arc<LabPanel>>,
-    headers: HeaderMap,
     UrlPath(path): UrlPath<String>,
 ) -> Response {
-    if let Some(r) = refuse(&st, &headers) {
-        return r;
-    }
     if !panel.view.files.contains(&path) {
         return error(StatusCode::NOT_FOUND, "no such lab file");
     }
