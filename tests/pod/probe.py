@@ -8,7 +8,8 @@ Commands:
   terminal URL PASSWORD COMMAND  log in to the Dozlab terminal over HTTP,
                                  open its WebSocket, run COMMAND in the VM's
                                  shell and return what the shell printed
-  lab URL PASSWORD               log in to the Dozlab terminal and GET /api/lab
+  lab URL PASSWORD [PAGE]        log in to the Dozlab terminal and GET /api/lab,
+                                 or with PAGE POST /api/lab/check {"page": PAGE}
 
 Standard library only: it runs with whatever Python runs the tests.
 """
@@ -150,25 +151,32 @@ def terminal(url: str, password: str, command: str, deadline_s: float = 180) -> 
     return {"ok": False, "step": "shell", "events": events, "output": output.decode("utf-8", "replace")}
 
 
-def lab(url: str, password: str) -> dict:
-    """Log in to the terminal at URL and return GET /api/lab (status, JSON)."""
+def lab(url: str, password: str, page: str | None = None) -> dict:
+    """Log in to the terminal at URL and return GET /api/lab, or with PAGE
+    POST /api/lab/check for that page (status, JSON)."""
     base = url.rstrip("/")
     login = http_request("POST", base + "/login", "password=" + urllib.parse.quote(password))
     cookies = [c.split(";", 1)[0] for c in login["set_cookie"]]
     if login["status"] not in (302, 303) or not cookies:
         return {"ok": False, "step": "login", "status": login["status"], "body": login["body"][:500]}
-    u = urllib.parse.urlsplit(base + "/api/lab")
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=20)
-    conn.request("GET", u.path, headers={"Cookie": "; ".join(cookies)})
+    hdrs = {"Cookie": "; ".join(cookies)}
+    if page is None:
+        method, path, body = "GET", "/api/lab", None
+    else:
+        method, path, body = "POST", "/api/lab/check", json.dumps({"page": int(page)}).encode()
+        hdrs["Content-Type"] = "application/json"
+    u = urllib.parse.urlsplit(base + path)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=120)
+    conn.request(method, u.path, body=body, headers=hdrs)
     r = conn.getresponse()
-    body = r.read().decode("utf-8", "replace")
+    text = r.read().decode("utf-8", "replace")
     conn.close()
     try:
-        data = json.loads(body)
+        data = json.loads(text)
     except ValueError:
         data = None
     return {"ok": r.status == 200 and data is not None, "status": r.status, "json": data,
-            "body": body[:2000]}
+            "body": text[:2000]}
 
 
 def main(argv: list[str]) -> int:
@@ -181,7 +189,7 @@ def main(argv: list[str]) -> int:
         elif cmd == "terminal":
             out = terminal(args[0], args[1], args[2])
         elif cmd == "lab":
-            out = lab(args[0], args[1])
+            out = lab(args[0], args[1], args[2] if len(args) > 2 else None)
         else:
             print(f"unknown command {cmd}", file=sys.stderr)
             return 2

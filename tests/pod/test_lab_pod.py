@@ -4,11 +4,13 @@ image, the terminal serves what it fetched, and `GET /api/lab` returns it.
 
 Three pods, each taken down at the end: `lab.url` + `lab.sha256` (the
 toolbox example, with assets in subdirectories, as a .tar.gz served over
-HTTP by `dozlab image serve` on the test's own Podman network),
+HTTP by `dozlab image serve` on the test's own Podman network), where the
+terminal (LAB_PREPARE) then sets the lab up in the VM and a learner's
+Check fails before the step's command and passes after it;
 `lab.configMap` (the hello-file example's flat files, given to `podman kube
-play --configmap`), and a wrong `lab.sha256`, which fails the pod in
-`lab-fetch` before anything else runs. The VM is not waited for: the lab
-panel's data needs only the terminal.
+play --configmap`), where only the lab panel's data is checked (no VM
+wait); and a wrong `lab.sha256`, which fails the pod in `lab-fetch` before
+anything else runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from podlab import podman
 
 LABS = podlab.ROOT / "labs" / "examples"
 LAB_SERVER_PORT = 8000
+SETUP_TIMEOUT = 1800  # a TCG boot on a loaded 2-core machine, then the set-up: never asserted
 TERMINAL = "http://127.0.0.1:8081"
 
 
@@ -95,8 +98,9 @@ def api_lab(s, password: str) -> dict:
 
 def played(s, *extra: str) -> None:
     r = s.play(timeout=1200) if not extra else play_with(s, *extra)
-    fetch_log = podlab.logs(s.container("lab-fetch"))
-    assert r.returncode == 0, f"podman kube play failed:\n{r.stderr}\n--- lab-fetch:\n{fetch_log}"
+    inits = "\n".join(f"--- {c}:\n{podlab.logs(s.container(c))[-2000:]}"
+                      for c in ("lab-fetch", "init-rootfs", "network-setup"))
+    assert r.returncode == 0, f"podman kube play failed:\n{r.stderr}\n{inits}"
     s.pid = podlab.infra_pid(s.name)
 
 
@@ -145,15 +149,43 @@ def test_lab_url_with_sha256_is_fetched_and_served(images, image_server, lab_ser
     progress = r["json"]["progress"]
     assert progress["current"] == 0 and progress["passed"] == [], progress
     check_terminal_reads_only(s)
+    assert progress["setup"]["state"] in ("waiting", "running", "done"), progress
     # The progress file lives on the lab-state volume, written by the terminal.
     term = s.container("terminal-sidecar")
     ls = podman("exec", term, "ls", "/var/lib/dozlab/lab-state", check=False)
-    assert ls.returncode == 0, ls.stderr
+    assert ls.returncode == 0 and ls.stdout.strip(), ls.stderr
+
+    # LAB_PREPARE: once the VM answers, the terminal copies the assets in and
+    # runs the intro's background.
+    def set_up():
+        setup = api_lab(s, password)["json"]["progress"]["setup"]
+        if setup["state"] == "failed":
+            raise AssertionError(f"the lab's set-up failed: {setup}\n"
+                                 f"{podlab.logs(term)[-3000:]}")
+        return setup if setup["state"] == "done" else None
+
+    podlab.wait_for("lab set up in the VM", set_up, SETUP_TIMEOUT, interval=3)
+    vm = podlab.in_netns(s.pid, "terminal", TERMINAL + "/", password,
+                         "test -x /usr/local/bin/site-stats.sh && test -f /srv/site/pages/guides/start.md"
+                         " && test -s /var/lib/toolbox/started && echo LAB-$((40+2))-SET-UP", timeout=400)
+    assert vm.get("ok") and "LAB-42-SET-UP" in vm["output"], vm
+
+    # A learner's Check over SSH from the pod: fails before the step, passes after.
+    step1 = next(i for i, p in enumerate(lab["pages"]) if p["id"]["kind"] == "step")
+    before = podlab.in_netns(s.pid, "lab", TERMINAL, password, str(step1), timeout=300)
+    assert before["status"] == 200 and before["json"]["result"]["passed"] is False, before
+    done = podlab.in_netns(s.pid, "terminal", TERMINAL + "/", password,
+                           "site-stats.sh /srv/site > ~/report.txt", timeout=400)
+    assert done.get("ok"), done
+    after = podlab.in_netns(s.pid, "lab", TERMINAL, password, str(step1), timeout=300)
+    assert after["status"] == 200 and after["json"]["result"]["passed"] is True, after
+    assert step1 in api_lab(s, password)["json"]["progress"]["passed"]
 
 
 def test_lab_config_map_is_fetched_and_served(images, image_server, new_session):
     name = f"lab-{secrets.token_hex(3)}"
     values, password = values_for(images, image_server, {"configMap": name})
+    values["rootfs"]["diskSize"] = "2G"  # no VM wait here: less disk on a shared machine
     s = new_session(values)
     lab_dir = LABS / "hello-file"
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
