@@ -211,6 +211,23 @@ block (no egress at all besides DNS).
 {{- end -}}
 {{- end -}}
 
+{{/*
+Fails when snapshots cannot work: they need vmm=qemu (Firecracker sessions
+do not restore snapshots yet) and rootfs.sha256 (the image's digest keys
+the cache: without it a snapshot of another image could be restored).
+*/}}
+{{- define "dozlab-session.checkSnapshot" -}}
+{{- $s := .Values.snapshot | default dict -}}
+{{- if $s.enabled -}}
+{{- if ne .Values.vmm "qemu" -}}
+{{- fail (printf "snapshot.enabled needs vmm: qemu (vmm is %q): Firecracker sessions boot normally for now; set vmm: qemu or snapshot.enabled: false" .Values.vmm) -}}
+{{- end -}}
+{{- if not .Values.rootfs.sha256 -}}
+{{- fail "snapshot.enabled needs rootfs.sha256: the image's digest keys the snapshot cache, so a snapshot of another image is never restored; set rootfs.sha256 or snapshot.enabled: false" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the session has a lab (lab.url or lab.configMap), else "". */}}
 {{- define "dozlab-session.hasLab" -}}
 {{- $lab := .Values.lab | default dict -}}
