@@ -81,7 +81,7 @@ pub struct UpArgs {
     /// Snapshots of the booted VM (kept in CACHE/snapshots): auto = start from
     /// one when the cache has a matching one, else boot and save one; refresh
     /// = boot and replace it; off = always boot.
-    #[arg(long, value_parser = ["auto", "off", "refresh"], default_value = "auto")]
+    #[arg(long, env = "DOZLAB_SNAPSHOT", value_parser = ["auto", "off", "refresh"], default_value = "auto")]
     pub snapshot: String,
     /// A lab to open beside the terminal: a directory, a .tar.gz, or its
     /// http(s) URL. Validated before anything starts; its assets are copied

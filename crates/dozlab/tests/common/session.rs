@@ -67,6 +67,9 @@ impl Env {
         c.args(args)
             .env("DOZLAB_RUN_DIR", self.run_root())
             .env("DOZLAB_DATA_DIR", self.data_root())
+            // Every run boots: a test's outcome must not depend on snapshots
+            // earlier runs left in the cache (tests/vm/snapshot.rs tests them).
+            .env("DOZLAB_SNAPSHOT", "off")
             .env_remove("DOZLAB_IMAGE");
         if self.private_cache {
             c.env("DOZLAB_CACHE", self.dir.path().join("cache"));
