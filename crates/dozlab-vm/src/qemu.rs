@@ -6,10 +6,9 @@
 //! stdout, which the supervisor reads; `-no-reboot` turns a guest reboot or a
 //! `panic=1` reset into a QEMU exit the supervisor sees.
 
+pub use crate::qmp::QmpError;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 /// Hardware accelerator of one boot attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -191,70 +190,18 @@ fn drive_arg(rootfs: &Path) -> OsString {
     OsString::from(format!("file={path},format=raw,if=none,id=d0"))
 }
 
-/// Why a QMP command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum QmpError {
-    #[error("cannot talk to QMP at {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("QMP refused {command}: {reply}")]
-    Refused { command: String, reply: String },
-    #[error("QMP closed the connection")]
-    Closed,
-}
-
-/// Sends one command (after the capabilities handshake) and waits for its reply.
+/// Sends one command (after the capabilities handshake) and waits for its
+/// reply: the one-shot case of [`crate::qmp::Session`].
 pub async fn qmp_execute(socket: &Path, command: &str) -> Result<(), QmpError> {
-    let io = |source| QmpError::Io {
-        path: socket.to_path_buf(),
-        source,
-    };
-    let stream = UnixStream::connect(socket).await.map_err(io)?;
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    next_reply(&mut lines, "greeting", true).await?;
-    for cmd in ["qmp_capabilities", command] {
-        let msg = format!("{{\"execute\":\"{cmd}\"}}\r\n");
-        w.write_all(msg.as_bytes()).await.map_err(io)?;
-        next_reply(&mut lines, cmd, false).await?;
-    }
+    let mut s = crate::qmp::Session::qmp(socket).await?;
+    s.execute(command, serde_json::Value::Null).await?;
     Ok(())
-}
-
-/// Reads lines until the greeting (`QMP`) or a `return`/`error`, skipping events.
-async fn next_reply(
-    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    command: &str,
-    greeting: bool,
-) -> Result<(), QmpError> {
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|source| QmpError::Io {
-                path: PathBuf::new(),
-                source,
-            })?
-            .ok_or(QmpError::Closed)?;
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if greeting && v.get("QMP").is_some() || !greeting && v.get("return").is_some() {
-            return Ok(());
-        }
-        if v.get("error").is_some() {
-            return Err(QmpError::Refused {
-                command: command.to_string(),
-                reply: line,
-            });
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     fn plan() -> QemuPlan {
         QemuPlan {
