@@ -60,6 +60,18 @@ impl Pod {
             .unwrap()
     }
 
+    /// Runs `dozlab network-setup` in the pod's namespace, as the chart's
+    /// init container does; returns the network config it wrote.
+    pub(super) fn network_setup(&self) -> PathBuf {
+        let cfg = self.path("shared/network-config");
+        let out = self.exec(
+            &self.net.pod,
+            &[BIN, "network-setup", "--config-out", cfg.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "network-setup: {}", text(&out));
+        cfg
+    }
+
     /// Starts a long-running process in NS in its own process group.
     pub(super) fn spawn(&mut self, ns: &str, args: &[&str], log: &str) -> u32 {
         let out = std::fs::File::create(self.path(log)).unwrap();
@@ -176,12 +188,7 @@ fn e2e_boot_ssh_docker_forward_and_clean_stop_root() {
     };
     let mut pod = Pod::new();
     let (p, q) = (pod.net.pod.clone(), pod.net.peer.clone());
-    let cfg = pod.path("shared/network-config");
-    let out = pod.exec(
-        &p,
-        &[BIN, "network-setup", "--config-out", cfg.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "network-setup: {}", text(&out));
+    let cfg = pod.network_setup();
 
     let rootfs = pod.path("rootfs.ext4");
     sh(&[

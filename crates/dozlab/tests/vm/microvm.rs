@@ -79,12 +79,7 @@ fn boot_on_microvm(kernel: Option<&Path>, docker_run: bool) -> String {
     };
     let mut pod = Pod::new();
     let p = pod.net.pod.clone();
-    let cfg = pod.path("shared/network-config");
-    let out = pod.exec(
-        &p,
-        &[BIN, "network-setup", "--config-out", cfg.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "network-setup: {}", text(&out));
+    let cfg = pod.network_setup();
     let rootfs = pod.path("rootfs.ext4");
     sh(&[
         "cp",

@@ -224,13 +224,7 @@ fn e2e_snapshot_save_restore_rekey_and_damaged_entries_root() {
         return;
     };
     let mut pod = Pod::new();
-    let p = pod.net.pod.clone();
-    let cfg = pod.path("shared/network-config");
-    let out = pod.exec(
-        &p,
-        &[BIN, "network-setup", "--config-out", cfg.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "network-setup: {}", text(&out));
+    pod.network_setup();
     let cache = pod.path("cache");
 
     // 1. Cold boot, snapshot saved.
