@@ -2,24 +2,11 @@
 // by playwright-core (no browser download). Logs in, types `echo hello`,
 // waits for a line that is exactly `hello`, opens a second tab, and saves a
 // screenshot. Usage: node browser.mjs URL PASSWORD SCREENSHOT.png
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { args, launch, waitFor } from './chromium.mjs';
 
-const [url, password, shot] = process.argv.slice(2);
-if (!url || !password || !shot) {
-  console.error('usage: node browser.mjs URL PASSWORD SCREENSHOT.png');
-  process.exit(2);
-}
-const profile = mkdtempSync(join(tmpdir(), 'dozlab-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1000, height: 600 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { url, password, shot } = args('browser.mjs');
+const browser = await launch({ width: 1000, height: 600 });
+const { context } = browser;
 
 function screenLines(page) {
   return page.evaluate(() => {
@@ -28,15 +15,6 @@ function screenLines(page) {
     for (let i = 0; i < buf.length; i++) out.push(buf.getLine(i).translateToString(true));
     return out;
   });
-}
-
-async function waitFor(what, check, ms = 30000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 let failed = false;
@@ -60,7 +38,6 @@ try {
   await waitFor('two connected tabs', async () => (await page.$$('.tab')).length === 2
     && (await page.textContent('#status-text')) === 'connected');
   await page.click('.tab >> nth=0');
-  mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot });
   console.log(`browser: logged in, saw "hello", screenshot ${shot}`);
 } catch (e) {
@@ -68,7 +45,6 @@ try {
   if (page) console.error(`at ${page.url()}: ${(await page.content()).slice(0, 1500)}`);
   failed = true;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 process.exit(failed ? 1 : 0);

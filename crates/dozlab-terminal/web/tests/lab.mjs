@@ -5,37 +5,11 @@
 // {{}} span copies nothing), clicks an {{exec}} block (typed into the shell),
 // presses Check, sees the pass, reloads and still sees the progress.
 // Usage: node lab.mjs URL PASSWORD SCREENSHOT.png
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { args, launch, waitFor, assert } from './chromium.mjs';
 
-const [url, password, shot] = process.argv.slice(2);
-if (!url || !password || !shot) {
-  console.error('usage: node lab.mjs URL PASSWORD SCREENSHOT.png');
-  process.exit(2);
-}
-const profile = mkdtempSync(join(tmpdir(), 'dozlab-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1366, height: 768 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-async function waitFor(what, check, ms = 30000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
+const { url, password, shot } = args('lab.mjs');
+const browser = await launch({ width: 1366, height: 768 });
+const { context } = browser;
 
 let failed = false;
 let page;
@@ -121,7 +95,6 @@ try {
     return cur && cur.dataset.page === '1' && cur.classList.contains('done')
       && document.getElementById('lab-result').className === 'pass';
   }));
-  mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot });
   console.log(`browser: hostile intro inert, copy actions copied, exec clicked, check passed, progress kept after reload; screenshot ${shot}`);
 } catch (e) {
@@ -129,7 +102,6 @@ try {
   if (page) console.error(`at ${page.url()}: ${(await page.content()).slice(0, 2000)}`);
   failed = true;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 process.exit(failed ? 1 : 0);
